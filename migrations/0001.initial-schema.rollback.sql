@@ -1,0 +1,4 @@
+DROP TABLE membership_history;
+DROP TABLE memberships;
+DROP TABLE users;
+DROP TABLE segments;

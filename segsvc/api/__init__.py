@@ -1,0 +1,67 @@
+"""HTTP blueprints, one per resource, and the helpers they share to read and answer requests."""
+
+import json
+from typing import Any
+
+from flask import Response, current_app, request
+from marshmallow import Schema
+from werkzeug.exceptions import RequestEntityTooLarge
+
+from ..errors import MalformedJson, UnsupportedMediaType
+
+
+def _reject_constant(name: str) -> float:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _parse_json(raw: bytes) -> Any:
+    try:
+        return json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
+    except (ValueError, RecursionError):
+        raise MalformedJson("The request body is not valid UTF-8 JSON.") from None
+
+
+def _read_body() -> bytes:
+    """The whole body, or 413 when it is over the limit, also when streamed (chunked).
+
+    werkzeug stops reading a streamed body at the limit without an error, so one more byte
+    is asked of the server's stream: if there is one, the body was cut short.
+    """
+    body = request.get_data(cache=False)
+    limit = request.max_content_length
+    if (
+        request.content_length is None
+        and limit is not None
+        and len(body) >= limit
+        and request.environ["wsgi.input"].read(1)
+    ):
+        raise RequestEntityTooLarge()
+    return body
+
+
+def load_body(schema: Schema) -> dict[str, Any]:
+    """The JSON body validated by `schema`; a non-JSON body is 415, broken JSON is 400."""
+    if not request.is_json:
+        raise UnsupportedMediaType("Send the body as JSON with `Content-Type: application/json`.")
+    return schema.load(_parse_json(_read_body()))
+
+
+def load_query(schema: Schema) -> dict[str, Any]:
+    return schema.load(request.args.to_dict())
+
+
+def load_path(schema: Schema, **values: Any) -> dict[str, Any]:
+    return schema.load(values)
+
+
+def dump(schema: Schema, payload: Any, status: int = 200, **headers: str) -> Response:
+    body = json.dumps(schema.dump(payload), allow_nan=False, separators=(",", ":"))
+    response = current_app.response_class(body, status=status, mimetype="application/json")
+    response.headers.update(headers)
+    return response
+
+
+def no_content() -> Response:
+    response = current_app.response_class(status=204)
+    del response.headers["Content-Type"]
+    return response

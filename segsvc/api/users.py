@@ -1,0 +1,89 @@
+"""/api/v1/users: register and delete users, read and change their segments."""
+
+from flask import Blueprint, Response
+
+from .. import memberships, schemas, users
+from ..db import get_connection
+from ..openapi import operation
+from . import dump, load_body, load_path, no_content
+
+bp = Blueprint("users", __name__, url_prefix="/api/v1/users")
+
+TAG = "users"
+
+
+@bp.post("")
+@operation(
+    "Register users (idempotent)",
+    tag=TAG,
+    body=schemas.RegisterUsersSchema,
+    responses={200: schemas.RegisteredUsersSchema, 400: None, 413: None, 415: None, 422: None},
+)
+def register_users() -> Response:
+    request = load_body(schemas.RegisterUsersSchema())
+    registered = users.register_users(get_connection(), request["user_ids"])
+    return dump(schemas.RegisteredUsersSchema(), {"registered": registered})
+
+
+@bp.get("/<user_id>")
+@operation(
+    "Read a registered user",
+    tag=TAG,
+    responses={200: schemas.UserSchema, 404: None, 422: None},
+)
+def get_user(user_id: str) -> Response:
+    path = load_path(schemas.UserPathSchema(), user_id=user_id)
+    return dump(schemas.UserSchema(), users.get_user(get_connection(), path["user_id"]))
+
+
+@bp.delete("/<user_id>")
+@operation(
+    "Delete a user; the user leaves every segment",
+    tag=TAG,
+    responses={204: None, 404: None, 422: None},
+)
+def delete_user(user_id: str) -> Response:
+    path = load_path(schemas.UserPathSchema(), user_id=user_id)
+    users.delete_user(get_connection(), path["user_id"])
+    return no_content()
+
+
+@bp.get("/<user_id>/segments")
+@operation(
+    "The user's active segments, ordered by slug",
+    tag=TAG,
+    responses={200: schemas.UserSegmentsSchema, 422: None},
+    description="An unknown user has no segments. Expired memberships are never returned.",
+)
+def get_user_segments(user_id: str) -> Response:
+    path = load_path(schemas.UserPathSchema(), user_id=user_id)
+    found = memberships.user_segments(get_connection(), path["user_id"])
+    return dump(schemas.UserSegmentsSchema(), {"user_id": path["user_id"], "segments": found})
+
+
+@bp.patch("/<user_id>/segments")
+@operation(
+    "Add and remove segments of a user, all or nothing",
+    tag=TAG,
+    body=schemas.MembershipChangeSchema,
+    responses={
+        200: schemas.UserSegmentsSchema,
+        400: None,
+        404: None,
+        413: None,
+        415: None,
+        422: None,
+    },
+    description=(
+        "Registers the user if needed. Adding a segment the user has keeps `added_at` and "
+        "sets the expiry to what this request says; removing one the user lacks is a no-op. "
+        "Any unknown slug fails the whole request with 404 and lists them in `slugs`."
+    ),
+)
+def change_user_segments(user_id: str) -> Response:
+    path = load_path(schemas.UserPathSchema(), user_id=user_id)
+    request = load_body(schemas.MembershipChangeSchema())
+    found = memberships.change_user_segments(
+        get_connection(), path["user_id"], request["add"], request["remove"]
+    )
+    return dump(schemas.UserSegmentsSchema(), {"user_id": path["user_id"], "segments": found})

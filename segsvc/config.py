@@ -1,0 +1,85 @@
+"""Settings read from the environment once at start, with defaults, validated early.
+
+Every variable is documented in the README's configuration table; a test keeps the two equal.
+"""
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+
+class ConfigError(ValueError):
+    """A setting has a value the service cannot run with."""
+
+
+def _integer(environ: Mapping[str, str], name: str, default: int, minimum: int) -> int:
+    raw = environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
+    if value < minimum:
+        raise ConfigError(f"{name} must be at least {minimum}, got {value}")
+    return value
+
+
+@dataclass(frozen=True)
+class Config:
+    database_url: str
+    db_pool_min: int = 1
+    db_pool_max: int = 4
+    db_pool_wait_seconds: int = 5
+    max_body_bytes: int = 1024 * 1024
+    log_level: str = "INFO"
+
+    @classmethod
+    def from_environ(cls, environ: Mapping[str, str] = os.environ) -> "Config":
+        database_url = environ.get("DATABASE_URL", "").strip()
+        if not database_url:
+            raise ConfigError(
+                "DATABASE_URL is not set; start the service with `make run`, which provides "
+                "an embedded PostgreSQL when it is unset"
+            )
+        pool_min = _integer(environ, "SEGSVC_DB_POOL_MIN", 1, minimum=0)
+        pool_max = _integer(environ, "SEGSVC_DB_POOL_MAX", 4, minimum=1)
+        if pool_min > pool_max:
+            raise ConfigError("SEGSVC_DB_POOL_MIN must not exceed SEGSVC_DB_POOL_MAX")
+        log_level = environ.get("SEGSVC_LOG_LEVEL", "INFO").strip().upper()
+        if log_level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+            raise ConfigError(
+                f"SEGSVC_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, got {log_level!r}"
+            )
+        return cls(
+            database_url=database_url,
+            db_pool_min=pool_min,
+            db_pool_max=pool_max,
+            db_pool_wait_seconds=_integer(environ, "SEGSVC_DB_POOL_WAIT_SECONDS", 5, minimum=1),
+            max_body_bytes=_integer(environ, "SEGSVC_MAX_BODY_BYTES", 1024 * 1024, minimum=1024),
+            log_level=log_level,
+        )
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    """How gunicorn serves the app (read by `segsvc/gunicorn_conf.py`)."""
+
+    port: int
+    workers: int
+    threads: int
+    worker_timeout_seconds: int
+
+    @classmethod
+    def from_environ(cls, environ: Mapping[str, str] = os.environ) -> "ServeConfig":
+        port = _integer(environ, "PORT", 8080, minimum=1)
+        if port > 65535:
+            raise ConfigError(f"PORT must be at most 65535, got {port}")
+        return cls(
+            port=port,
+            workers=_integer(environ, "SEGSVC_WORKERS", 2 * (os.cpu_count() or 1) + 1, minimum=1),
+            threads=_integer(environ, "SEGSVC_THREADS", 4, minimum=1),
+            worker_timeout_seconds=_integer(
+                environ, "SEGSVC_WORKER_TIMEOUT_SECONDS", 30, minimum=1
+            ),
+        )

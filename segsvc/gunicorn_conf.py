@@ -1,0 +1,22 @@
+"""Gunicorn settings, shared by `make run`, the Docker image and the benchmarks."""
+
+import os
+
+from segsvc.config import ServeConfig
+
+_serve = ServeConfig.from_environ(os.environ)
+
+bind = f"0.0.0.0:{_serve.port}"
+workers = _serve.workers
+threads = _serve.threads
+worker_class = "gthread"
+timeout = _serve.worker_timeout_seconds
+graceful_timeout = 10
+keepalive = 5
+# The app writes its own access line per request; gunicorn's would repeat it.
+accesslog = None
+errorlog = "-"
+wsgi_app = "wsgi:app"
+# The control socket lives at one path per user, so several instances on a host would remove
+# each other's; segsvc is managed by signals alone.
+control_socket_disable = True

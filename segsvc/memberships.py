@@ -1,0 +1,69 @@
+"""Reading and changing a user's segments. Each function runs inside the caller's transaction."""
+
+from collections.abc import Sequence
+from typing import Any
+
+from psycopg2.extensions import connection as Connection
+
+from . import queries
+from .errors import InputInvalid, SegmentNotFound
+
+
+def user_segments(connection: Connection, user_id: int) -> list[dict[str, Any]]:
+    """The user's active segments; expired memberships are filtered out in the query."""
+    return queries.fetch_all(connection, "user_segments", user_id=user_id)
+
+
+def change_user_segments(
+    connection: Connection,
+    user_id: int,
+    add: Sequence[dict[str, Any]],
+    remove: Sequence[str],
+) -> list[dict[str, Any]]:
+    """Applies the adds and removes all together or not at all; returns the resulting segments.
+
+    Lock order: the user row, then the named segments (shared). The change time is read
+    after both, so the history of one user or one segment is ordered by time.
+    """
+    queries.fetch_one(connection, "register_and_lock_user", user_id=user_id)
+    slugs = [item["slug"] for item in add] + list(remove)
+    found = queries.fetch_all(connection, "lock_active_segments_by_slug", slugs=slugs)
+    segment_ids = {row["slug"]: row["segment_id"] for row in found}
+    unknown = sorted(set(slugs) - segment_ids.keys())
+    if unknown:
+        raise SegmentNotFound(f"No active segment for: {', '.join(unknown)}.", slugs=unknown)
+
+    at = queries.fetch_one(connection, "change_time")["at"]
+    _reject_past_expiries(add, at)
+    queries.execute(connection, "settle_expired_user_memberships", user_id=user_id, at=at)
+    if remove:
+        queries.execute(
+            connection,
+            "remove_user_memberships",
+            user_id=user_id,
+            segment_ids=[segment_ids[slug] for slug in remove],
+            reason="manual",
+            at=at,
+        )
+    if add:
+        queries.execute(
+            connection,
+            "add_user_memberships",
+            user_id=user_id,
+            segment_ids=[segment_ids[item["slug"]] for item in add],
+            expires_at=[item.get("expires_at") for item in add],
+            ttl_seconds=[item.get("ttl_seconds") for item in add],
+            at=at,
+        )
+    return user_segments(connection, user_id)
+
+
+def _reject_past_expiries(add: Sequence[dict[str, Any]], at: Any) -> None:
+    """Judged against the database clock, the one every stored time comes from."""
+    errors = {
+        index: {"expires_at": ["Must be in the future."]}
+        for index, item in enumerate(add)
+        if item.get("expires_at") is not None and item["expires_at"] <= at
+    }
+    if errors:
+        raise InputInvalid({"add": errors})

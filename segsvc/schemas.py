@@ -1,0 +1,219 @@
+"""Marshmallow schemas: they validate requests, shape responses and feed the OpenAPI spec."""
+
+import datetime as dt
+import re
+from collections import Counter
+from typing import Any
+
+from marshmallow import Schema, ValidationError, fields, validate, validates_schema
+
+MAX_USER_ID = 2**63 - 1
+SLUG_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+MAX_TTL_SECONDS = 100 * 366 * 24 * 3600
+# Far enough for any experiment, near enough that converting to UTC cannot overflow a year.
+LATEST_EXPIRY = dt.datetime(9000, 1, 1, tzinfo=dt.UTC)
+
+_SLUG_REGEX = re.compile(SLUG_PATTERN)
+_DIGITS = re.compile(r"[0-9]{1,20}")
+_UNSTORABLE_CHARACTER = re.compile("[\x00\ud800-\udfff]")
+
+
+class FullMatch(validate.Regexp):
+    """`Regexp` over the whole value: in Python `$` also matches before a final newline,
+    where PostgreSQL's `~` and the OpenAPI pattern end."""
+
+    def __call__(self, value: str) -> str:
+        if self.regex.fullmatch(value) is None:
+            raise ValidationError(self._format_error(value))
+        return value
+
+
+def storable_text(value: str) -> None:
+    """PostgreSQL text cannot hold NUL, nor UTF-8 a lone surrogate; JSON strings can."""
+    if _UNSTORABLE_CHARACTER.search(value):
+        raise ValidationError("Must not contain NUL or unpaired surrogate characters.")
+
+
+def format_timestamp(value: dt.datetime) -> str:
+    """RFC 3339 in UTC with a `Z` suffix."""
+    return value.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
+
+
+class Timestamp(fields.DateTime):
+    """A timezone-aware RFC 3339 timestamp; always written in UTC with `Z`."""
+
+    def _serialize(self, value: dt.datetime | None, attr: Any, obj: Any, **kwargs: Any) -> Any:
+        return None if value is None else format_timestamp(value)
+
+    def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> dt.datetime:
+        parsed = super()._deserialize(value, attr, data, **kwargs)
+        if parsed.tzinfo is None:
+            raise ValidationError("Must include a timezone offset, e.g. `Z`.")
+        # In UTC: RFC 3339 allows offsets up to 23:59, PostgreSQL parses up to 15:59.
+        try:
+            return parsed.astimezone(dt.UTC)
+        except OverflowError:
+            raise ValidationError("Must be within years 1 to 9999 in UTC.") from None
+
+
+def Slug(**kwargs: Any) -> fields.String:
+    return fields.String(
+        validate=FullMatch(
+            SLUG_PATTERN,
+            error="Must be 1-64 characters of A-Z a-z 0-9 _ - ., starting with a letter or digit.",
+        ),
+        metadata={"example": "AVITO_VOICE_MESSAGES"},
+        **kwargs,
+    )
+
+
+def UserId(**kwargs: Any) -> fields.Integer:
+    return fields.Integer(
+        strict=True,
+        validate=validate.Range(min=1, max=MAX_USER_ID),
+        metadata={"format": "int64", "example": 1000},
+        **kwargs,
+    )
+
+
+class UserIdInPath(fields.Field):
+    """A user id written in a URL path: decimal digits only, 1..2^63-1."""
+
+    def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> int:
+        if not isinstance(value, str) or not _DIGITS.fullmatch(value):
+            raise ValidationError("Must be a positive integer.")
+        number = int(value)
+        if not 1 <= number <= MAX_USER_ID:
+            raise ValidationError(f"Must be between 1 and {MAX_USER_ID}.")
+        return number
+
+
+class AddItemSchema(Schema):
+    slug = Slug(required=True)
+    expires_at = Timestamp(
+        validate=validate.Range(max=LATEST_EXPIRY, error="Must be before 9000-01-01."),
+        metadata={"description": "When the membership ends; must be in the future."},
+    )
+    ttl_seconds = fields.Integer(
+        strict=True,
+        validate=validate.Range(min=1, max=MAX_TTL_SECONDS),
+        metadata={"description": "Membership lifetime in seconds from the change."},
+    )
+
+    @validates_schema
+    def at_most_one_expiry(self, data: dict[str, Any], **kwargs: Any) -> None:
+        if "expires_at" in data and "ttl_seconds" in data:
+            raise ValidationError("Give at most one of `expires_at` and `ttl_seconds`.")
+
+
+class AddItem(fields.Field):
+    """A slug, or an object with the slug and its expiry."""
+
+    def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> dict[str, Any]:
+        if isinstance(value, str):
+            if not _SLUG_REGEX.fullmatch(value):
+                raise ValidationError("Not a valid slug.")
+            return {"slug": value}
+        if isinstance(value, dict):
+            return AddItemSchema().load(value)
+        raise ValidationError("Must be a slug or an object with `slug`.")
+
+
+class SegmentCreateSchema(Schema):
+    slug = Slug(required=True)
+    description = fields.String(
+        load_default=None, allow_none=True, validate=[validate.Length(max=1000), storable_text]
+    )
+
+
+class SegmentSchema(Schema):
+    slug = fields.String(required=True, metadata={"example": "AVITO_VOICE_MESSAGES"})
+    description = fields.String(allow_none=True, required=True)
+    created_at = Timestamp(required=True)
+    deleted_at = Timestamp(allow_none=True, required=True)
+    member_count = fields.Integer(required=True, metadata={"format": "int64"})
+
+
+class SegmentListSchema(Schema):
+    segments = fields.List(fields.Nested(SegmentSchema), required=True)
+
+
+class SegmentListQuerySchema(Schema):
+    include_deleted = fields.Boolean(load_default=False)
+
+
+class SegmentPathSchema(Schema):
+    slug = Slug(required=True)
+
+
+class UserPathSchema(Schema):
+    user_id = UserIdInPath(required=True)
+
+
+class RegisterUsersSchema(Schema):
+    user_ids = fields.List(UserId(), required=True, validate=validate.Length(min=1, max=10000))
+
+
+class RegisteredUsersSchema(Schema):
+    registered = fields.Integer(required=True)
+
+
+class UserSchema(Schema):
+    user_id = fields.Integer(required=True, metadata={"format": "int64"})
+    registered_at = Timestamp(required=True)
+
+
+class MembershipChangeSchema(Schema):
+    add = fields.List(
+        AddItem(
+            metadata={
+                "oneOf": [
+                    {"type": "string", "pattern": SLUG_PATTERN},
+                    {"$ref": "#/components/schemas/AddItem"},
+                ]
+            }
+        ),
+        load_default=list,
+    )
+    remove = fields.List(Slug(), load_default=list)
+
+    @validates_schema
+    def lists_are_consistent(self, data: dict[str, Any], **kwargs: Any) -> None:
+        added = [item["slug"] for item in data.get("add", [])]
+        removed = data.get("remove", [])
+        if not added and not removed:
+            raise ValidationError("Give at least one slug in `add` or `remove`.")
+        repeated = sorted(slug for slug, count in Counter(added + removed).items() if count > 1)
+        if repeated:
+            raise ValidationError(f"Each slug may appear once in `add` and `remove`: {repeated}.")
+
+
+class UserSegmentSchema(Schema):
+    slug = fields.String(required=True, metadata={"example": "AVITO_VOICE_MESSAGES"})
+    added_at = Timestamp(required=True)
+    expires_at = Timestamp(allow_none=True, required=True)
+
+
+class UserSegmentsSchema(Schema):
+    user_id = fields.Integer(required=True, metadata={"format": "int64"})
+    segments = fields.List(fields.Nested(UserSegmentSchema), required=True)
+
+
+class ProblemSchema(Schema):
+    type = fields.String(
+        required=True, metadata={"example": "urn:segsvc:problem:segment_not_found"}
+    )
+    title = fields.String(required=True)
+    status = fields.Integer(required=True)
+    detail = fields.String(required=True)
+    code = fields.String(required=True, metadata={"example": "segment_not_found"})
+    errors = fields.Dict(metadata={"description": "Field -> messages, for `validation_failed`."})
+    slugs = fields.List(fields.String(), metadata={"description": "Unknown slugs, for PATCH."})
+    slug = fields.String(
+        metadata={"description": "The slug, for `segment_not_found` and `segment_exists`."}
+    )
+    user_id = fields.Integer(metadata={"format": "int64", "description": "For `user_not_found`."})
+
+
+class HealthSchema(Schema):
+    status = fields.String(required=True, metadata={"example": "ok"})

@@ -1,0 +1,107 @@
+"""Concurrent changes from real threads, each with its own database connection."""
+
+import random
+import threading
+from collections import Counter
+
+from support import assert_history_replays_to_current_state, create_segment, segment_slugs
+
+
+def run_in_threads(count: int, work) -> list:
+    """Runs work(index) in `count` threads released at once; returns their results in order."""
+    barrier = threading.Barrier(count)
+    results: list = [None] * count
+    errors: list[BaseException] = []
+
+    def run(index: int) -> None:
+        try:
+            barrier.wait()
+            results[index] = work(index)
+        except BaseException as error:  # surfaced below, in the test's thread
+            errors.append(error)
+
+    threads = [threading.Thread(target=run, args=(index,)) for index in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert not errors, errors
+    return results
+
+
+def test_concurrent_adds_to_one_user_are_all_kept(app, client, sql):
+    slugs = [f"SEGMENT_{index:02d}" for index in range(16)]
+    for slug in slugs:
+        create_segment(client, slug)
+
+    def add_one(index: int) -> int:
+        response = app.test_client().patch(
+            "/api/v1/users/1000/segments", json={"add": [slugs[index]]}
+        )
+        return response.status_code
+
+    assert run_in_threads(len(slugs), add_one) == [200] * len(slugs)
+    assert segment_slugs(client, 1000) == slugs
+    assert sql.value("SELECT count(*) FROM membership_history WHERE operation = 'added'") == 16
+    assert sql.value("SELECT count(*) FROM users") == 1
+
+
+def test_random_concurrent_changes_of_one_user_keep_history_consistent(app, client, sql):
+    slugs = [f"S{index}" for index in range(5)]
+    for slug in slugs:
+        create_segment(client, slug)
+
+    def change_randomly(index: int) -> Counter:
+        rng = random.Random(index)
+        thread_client = app.test_client()
+        statuses: Counter = Counter()
+        for _ in range(25):
+            chosen = rng.sample(slugs, 3)
+            body = {"add": chosen[:1], "remove": chosen[1:]}
+            if rng.random() < 0.3:
+                body["add"] = [{"slug": chosen[0], "ttl_seconds": rng.randint(60, 600)}]
+            response = thread_client.patch("/api/v1/users/1000/segments", json=body)
+            statuses[response.status_code] += 1
+        return statuses
+
+    statuses = sum(run_in_threads(8, change_randomly), Counter())
+    assert statuses == Counter({200: 200})
+    assert_history_replays_to_current_state(sql)
+    assert sql.value("SELECT count(*) FROM memberships") == len(segment_slugs(client, 1000))
+
+
+def test_a_segment_deleted_while_users_join_it_keeps_no_members(app, client, sql):
+    create_segment(client, "AVITO_DISCOUNT_50")
+    user_ids = list(range(1, 41))
+
+    def join_or_delete(index: int) -> int:
+        thread_client = app.test_client()
+        if index == len(user_ids):
+            return thread_client.delete("/api/v1/segments/AVITO_DISCOUNT_50").status_code
+        response = thread_client.patch(
+            f"/api/v1/users/{user_ids[index]}/segments", json={"add": ["AVITO_DISCOUNT_50"]}
+        )
+        return response.status_code
+
+    statuses = run_in_threads(len(user_ids) + 1, join_or_delete)
+    assert statuses[-1] == 204
+    assert set(statuses[:-1]) <= {200, 404}
+    assert sql.value("SELECT count(*) FROM memberships") == 0
+    joined = {user_ids[i] for i, status in enumerate(statuses[:-1]) if status == 200}
+    history = sql.rows(
+        "SELECT user_id, operation, reason FROM membership_history ORDER BY at, history_id"
+    )
+    assert {user for user, operation, _ in history if operation == "added"} == joined
+    removed = [(user, reason) for user, operation, reason in history if operation == "removed"]
+    assert sorted(removed) == sorted((user, "segment_deleted") for user in joined)
+    assert_history_replays_to_current_state(sql)
+
+
+def test_concurrent_registrations_of_overlapping_batches_count_each_user_once(app, sql):
+    def register(index: int) -> int:
+        batch = list(range(index * 50 + 1, index * 50 + 201))
+        response = app.test_client().post("/api/v1/users", json={"user_ids": batch})
+        return response.get_json()["registered"]
+
+    registered = run_in_threads(8, register)
+    assert sum(registered) == sql.value("SELECT count(*) FROM users")
