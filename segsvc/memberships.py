@@ -22,8 +22,8 @@ def change_user_segments(
 ) -> list[dict[str, Any]]:
     """Applies the adds and removes all together or not at all; returns the resulting segments.
 
-    Lock order: the user row, then the named segments (shared). The change time is read
-    after both, so the history of one user or one segment is ordered by time.
+    Lock order: the user row, the named segments (shared), the user's memberships. The change
+    time is read after all of them, so the history of one user or one segment is in time order.
     """
     queries.fetch_one(connection, "register_and_lock_user", user_id=user_id)
     slugs = [item["slug"] for item in add] + list(remove)
@@ -33,6 +33,7 @@ def change_user_segments(
     if unknown:
         raise SegmentNotFound(f"No active segment for: {', '.join(unknown)}.", slugs=unknown)
 
+    queries.fetch_all(connection, "lock_user_memberships", user_id=user_id)
     at = queries.fetch_one(connection, "change_time")["at"]
     _reject_past_expiries(add, at)
     queries.execute(connection, "settle_expired_user_memberships", user_id=user_id, at=at)

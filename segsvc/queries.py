@@ -59,3 +59,14 @@ def execute(connection: Connection, name: str, **params: Any) -> int:
     with connection.cursor() as cursor:
         cursor.execute(load_queries()[name], params)
         return cursor.rowcount
+
+
+def open_server_cursor(connection: Connection, name: str, chunk_rows: int, **params: Any) -> Any:
+    """A named (server-side) cursor: rows come `chunk_rows` at a time, never all at once.
+
+    It lives until the transaction ends; `fetchmany(chunk_rows)` reads the next chunk.
+    """
+    cursor = connection.cursor(name=name)
+    cursor.itersize = chunk_rows
+    cursor.execute(load_queries()[name], params)
+    return cursor

@@ -15,6 +15,8 @@ LATEST_EXPIRY = dt.datetime(9000, 1, 1, tzinfo=dt.UTC)
 
 _SLUG_REGEX = re.compile(SLUG_PATTERN)
 _DIGITS = re.compile(r"[0-9]{1,20}")
+MONTH_PATTERN = r"^[0-9]{4}-(0[1-9]|1[0-2])$"
+_MONTH = re.compile(MONTH_PATTERN)
 _UNSTORABLE_CHARACTER = re.compile("[\x00\ud800-\udfff]")
 
 
@@ -217,3 +219,46 @@ class ProblemSchema(Schema):
 
 class HealthSchema(Schema):
     status = fields.String(required=True, metadata={"example": "ok"})
+
+
+class Month(fields.Field):
+    """A calendar month in UTC written `YYYY-MM`; loads as (year, month)."""
+
+    def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> tuple[int, int]:
+        if not isinstance(value, str) or not _MONTH.fullmatch(value):
+            raise ValidationError("Must be a month written YYYY-MM, e.g. 2023-08.")
+        year, month = int(value[:4]), int(value[5:])
+        if year < 1:
+            raise ValidationError("Must be year 0001 or later.")
+        return year, month
+
+
+class ReportPeriodSchema(Schema):
+    """`from` and `to` are whole months, both included; `to` defaults to `from`."""
+
+    start = Month(
+        data_key="from", required=True, metadata={"pattern": MONTH_PATTERN, "example": "2023-08"}
+    )
+    end = Month(data_key="to", metadata={"pattern": MONTH_PATTERN, "example": "2023-09"})
+
+    @validates_schema
+    def start_is_not_after_end(self, data: dict[str, Any], **kwargs: Any) -> None:
+        if "end" in data and data["end"] < data["start"]:
+            raise ValidationError("Must not be before `from`.", field_name="to")
+
+
+class HistoryReportQuerySchema(ReportPeriodSchema):
+    user_id = UserIdInPath(metadata={"type": "integer", "format": "int64", "minimum": 1})
+
+
+class ReportRequestSchema(ReportPeriodSchema):
+    user_id = UserId()
+
+
+class ReportLinkSchema(Schema):
+    url = fields.String(
+        required=True,
+        metadata={
+            "example": "http://localhost:8080/api/v1/reports/history.csv?from=2023-08&to=2023-09"
+        },
+    )

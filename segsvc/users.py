@@ -24,6 +24,7 @@ def delete_user(connection: Connection, user_id: int) -> None:
     """The user leaves every segment (a history row each) and is unregistered."""
     if queries.fetch_one(connection, "lock_user", user_id=user_id) is None:
         raise UserNotFound(f"User {user_id} is not registered.", user_id=user_id)
+    queries.fetch_all(connection, "lock_user_memberships", user_id=user_id)
     at = queries.fetch_one(connection, "change_time")["at"]
     queries.execute(connection, "settle_expired_user_memberships", user_id=user_id, at=at)
     queries.execute(connection, "remove_all_user_memberships", user_id=user_id, at=at)

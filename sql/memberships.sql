@@ -1,6 +1,7 @@
 -- Memberships of users in segments, and the history rows every change writes.
--- Writers hold the user's row lock (users.sql: register_and_lock_user or lock_user) and pass
--- %(at)s, the change time read from the database once those locks are held.
+-- Writers of a user's memberships hold the user's row lock (users.sql: register_and_lock_user
+-- or lock_user), then the rows of lock_user_memberships, and pass %(at)s, the change time read
+-- from the database once those locks are held.
 
 -- name: change_time
 -- Read after the locks are taken, so that a later change never gets an earlier time.
@@ -23,6 +24,15 @@ SELECT segment_id, slug
  WHERE slug = ANY (%(slugs)s::text[]) AND deleted_at IS NULL
  ORDER BY segment_id
    FOR SHARE;
+
+-- name: lock_user_memberships
+-- The expiry job locks the memberships it ends and skips locked ones, so a change of this user
+-- either makes the job skip them or waits for it and then reads a later change time.
+SELECT segment_id
+  FROM memberships
+ WHERE user_id = %(user_id)s
+ ORDER BY segment_id
+   FOR UPDATE;
 
 -- name: settle_expired_user_memberships
 -- Ends the memberships whose time ran out, recorded at their expiry time, before any other

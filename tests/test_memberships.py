@@ -3,7 +3,7 @@
 import datetime as dt
 
 import pytest
-from support import change_segments, create_segment, segment_slugs
+from support import change_segments, create_segment, expire_membership, segment_slugs
 
 SEGMENTS = [
     "AVITO_VOICE_MESSAGES",
@@ -18,23 +18,6 @@ def segments(client):
     for slug in SEGMENTS:
         create_segment(client, slug)
     return SEGMENTS
-
-
-def expire_membership(sql, user_id: int, slug: str, hours_ago: int = 1) -> None:
-    """Moves a membership into the past so that it is expired now (no cleanup has run)."""
-    sql.execute(
-        "UPDATE memberships SET added_at = now() - %(ago)s * interval '1 hour' - interval '1 hour',"
-        " expires_at = now() - %(ago)s * interval '1 hour'"
-        " WHERE user_id = %(user_id)s"
-        " AND segment_id = (SELECT segment_id FROM segments WHERE slug = %(slug)s"
-        " AND deleted_at IS NULL)",
-        {"ago": hours_ago, "user_id": user_id, "slug": slug},
-    )
-    sql.execute(
-        "UPDATE membership_history SET at = at - %(ago)s * interval '1 hour' - interval '1 hour'"
-        " WHERE user_id = %(user_id)s",
-        {"ago": hours_ago, "user_id": user_id},
-    )
 
 
 def test_the_assignments_example(client, segments):
