@@ -214,3 +214,26 @@ def test_launcher_without_database_url_runs_and_stops_embedded_postgres(
     _, alive = psutil.wait_procs(postgres_servers_on(embedded_pgdata), timeout=5)
     assert not alive, "embedded PostgreSQL outlived the launcher"
     assert not re.search(r" INFO \[\d+\] embedded_postgres:", launcher.output())
+
+
+def test_served_workers_run_the_expiry_job(
+    start_launcher: Callable[..., Launcher], database_url_for_test: str, sql
+) -> None:
+    """gunicorn's worker hook starts the scheduler: an expired membership ends by itself."""
+    launcher = start_launcher(
+        DATABASE_URL=database_url_for_test, SEGSVC_EXPIRY_INTERVAL_SECONDS="1"
+    )
+    launcher.wait_until_healthy()
+    assert call(launcher.port, "POST", "/api/v1/segments", {"slug": "AVITO_DISCOUNT_30"})[0] == 201
+    add = {"add": [{"slug": "AVITO_DISCOUNT_30", "ttl_seconds": 1}]}
+    assert call(launcher.port, "PATCH", "/api/v1/users/1000/segments", add)[0] == 200
+    expires_at = sql.value("SELECT expires_at FROM memberships")
+
+    deadline = time.monotonic() + 10
+    while sql.value("SELECT count(*) FROM memberships") and time.monotonic() < deadline:
+        time.sleep(0.1)
+
+    assert sql.rows("SELECT reason, at FROM membership_history WHERE operation = 'removed'") == [
+        ("expired", expires_at)
+    ]
+    assert_stopped_cleanly(launcher, launcher.stop(signal.SIGTERM))
