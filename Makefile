@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip --disable-pip-version-check --quiet
 
-.PHONY: run test lint format constraints clean bench-history
+.PHONY: run test lint format constraints clean bench-history bench-rollouts
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,10 @@ test: $(VENV)/.dev-installed
 # Figures for the report and expiry goals; see the README's performance section.
 bench-history: $(VENV)/.dev-installed
 	$(BIN)/python -m benchmarks.history
+
+# Figures for the percentage rollout goals; see the README's performance section.
+bench-rollouts: $(VENV)/.dev-installed
+	$(BIN)/python -m benchmarks.rollouts
 
 lint: $(VENV)/.dev-installed
 	$(BIN)/ruff check .

@@ -5,11 +5,8 @@ it asserts nothing: the machines are shared, so read the figures, do not time-te
 """
 
 import http.client
-import json
-import os
 import threading
 import time
-from pathlib import Path
 
 import psycopg2
 
@@ -17,7 +14,7 @@ from segsvc import expiry
 from segsvc.config import Config
 from segsvc.db import ConnectionPool
 
-from .support import PROJECT, Served, bench_database
+from .support import PROJECT, Served, bench_database, write_results
 
 REPORT_ROWS = 1_000_000
 EXPIRIES = 100_000
@@ -116,7 +113,7 @@ def measure_expiry(database_url: str) -> dict[str, float]:
 
 
 def main() -> None:
-    results: dict[str, object] = {"cpu_count": os.cpu_count()}
+    results: dict[str, object] = {}
     with bench_database() as database_url:
         print(f"filling {REPORT_ROWS:,} history rows ...", flush=True)
         fill_history(database_url, REPORT_ROWS)
@@ -141,8 +138,7 @@ def main() -> None:
                 f" in {figures['seconds']} s",
                 flush=True,
             )
-    Path(RESULTS_FILE).write_text(json.dumps(results, indent=2) + "\n")
-    print(f"figures written to {RESULTS_FILE.name} (cores: {os.cpu_count()})")
+    write_results(RESULTS_FILE, results)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """What the benchmarks share: a database of their own, and segsvc served as `make run` does."""
 
 import contextlib
+import json
 import os
 import socket
 import subprocess
@@ -87,3 +88,9 @@ class Served:
 
     def __exit__(self, *_exc: object) -> None:
         self.stop()
+
+
+def write_results(path: Path, results: dict[str, object]) -> None:
+    """The figures as JSON next to the project, with the machine's core count."""
+    path.write_text(json.dumps({"cpu_count": os.cpu_count(), **results}, indent=2) + "\n")
+    print(f"figures written to {path.name} (cores: {os.cpu_count()})")

@@ -5,7 +5,7 @@ from typing import Any
 
 from psycopg2.extensions import connection as Connection
 
-from . import queries
+from . import queries, users
 from .errors import InputInvalid, SegmentNotFound
 
 
@@ -25,7 +25,7 @@ def change_user_segments(
     Lock order: the user row, the named segments (shared), the user's memberships. The change
     time is read after all of them, so the history of one user or one segment is in time order.
     """
-    queries.fetch_one(connection, "register_and_lock_user", user_id=user_id)
+    users.lock_or_register_user(connection, user_id)
     slugs = [item["slug"] for item in add] + list(remove)
     found = queries.fetch_all(connection, "lock_active_segments_by_slug", slugs=slugs)
     segment_ids = {row["slug"]: row["segment_id"] for row in found}
@@ -43,7 +43,6 @@ def change_user_segments(
             "remove_user_memberships",
             user_id=user_id,
             segment_ids=[segment_ids[slug] for slug in remove],
-            reason="manual",
             at=at,
         )
     if add:

@@ -3,6 +3,7 @@
 import datetime as dt
 import re
 from collections import Counter
+from decimal import Decimal
 from typing import Any
 
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
@@ -121,16 +122,63 @@ class AddItem(fields.Field):
         raise ValidationError("Must be a slug or an object with `slug`.")
 
 
+class Percent(fields.Field):
+    """A JSON number from 0 to 100 with at most two decimals; loads as an exact Decimal."""
+
+    def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> Decimal:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ValidationError("Must be a number from 0 to 100.")
+        percent = Decimal(str(value))
+        if not percent.is_finite() or not 0 <= percent <= 100:
+            raise ValidationError("Must be a number from 0 to 100.")
+        if percent != percent.quantize(Decimal("0.01")):
+            raise ValidationError("Must have at most two decimals.")
+        return percent.quantize(Decimal("0.01"))
+
+    def _serialize(self, value: Decimal | None, attr: Any, obj: Any, **kwargs: Any) -> Any:
+        return None if value is None else float(value)
+
+
+def AutoPercent(**kwargs: Any) -> Percent:
+    return Percent(
+        metadata={
+            "type": "number",
+            "minimum": 0,
+            "maximum": 100,
+            "multipleOf": 0.01,
+            "example": 10,
+            "description": "Share of all registered users who get the segment automatically.",
+        },
+        **kwargs,
+    )
+
+
+def Description(**kwargs: Any) -> fields.String:
+    return fields.String(
+        allow_none=True, validate=[validate.Length(max=1000), storable_text], **kwargs
+    )
+
+
 class SegmentCreateSchema(Schema):
     slug = Slug(required=True)
-    description = fields.String(
-        load_default=None, allow_none=True, validate=[validate.Length(max=1000), storable_text]
-    )
+    description = Description(load_default=None)
+    auto_percent = AutoPercent(load_default=Decimal(0))
+
+
+class SegmentUpdateSchema(Schema):
+    description = Description()
+    auto_percent = AutoPercent()
+
+    @validates_schema
+    def changes_something(self, data: dict[str, Any], **kwargs: Any) -> None:
+        if not data:
+            raise ValidationError("Give `description` and/or `auto_percent`.")
 
 
 class SegmentSchema(Schema):
     slug = fields.String(required=True, metadata={"example": "AVITO_VOICE_MESSAGES"})
     description = fields.String(allow_none=True, required=True)
+    auto_percent = AutoPercent(required=True)
     created_at = Timestamp(required=True)
     deleted_at = Timestamp(allow_none=True, required=True)
     member_count = fields.Integer(required=True, metadata={"format": "int64"})
@@ -146,6 +194,29 @@ class SegmentListQuerySchema(Schema):
 
 class SegmentPathSchema(Schema):
     slug = Slug(required=True)
+
+
+class MembersQuerySchema(Schema):
+    after = UserIdInPath(
+        metadata={"type": "integer", "format": "int64", "minimum": 1},
+    )
+    limit = fields.Integer(load_default=1000, validate=validate.Range(min=1, max=10000))
+
+
+class MemberSchema(Schema):
+    user_id = fields.Integer(required=True, metadata={"format": "int64"})
+    added_at = Timestamp(required=True)
+    expires_at = Timestamp(allow_none=True, required=True)
+    source = fields.String(required=True, metadata={"enum": ["manual", "auto"]})
+
+
+class MembersSchema(Schema):
+    members = fields.List(fields.Nested(MemberSchema), required=True)
+    next_after = fields.Integer(
+        allow_none=True,
+        required=True,
+        metadata={"format": "int64", "description": "Pass as `after` for the next page."},
+    )
 
 
 class UserPathSchema(Schema):

@@ -1,6 +1,6 @@
 -- Memberships of users in segments, and the history rows every change writes.
--- Writers of a user's memberships hold the user's row lock (users.sql: register_and_lock_user
--- or lock_user), then the rows of lock_user_memberships, and pass %(at)s, the change time read
+-- Writers of a user's memberships hold the user's row lock (users.sql: lock_user_for_change or
+-- lock_user_for_deletion), then the rows of lock_user_memberships, and pass %(at)s, the change time read
 -- from the database once those locks are held.
 
 -- name: change_time
@@ -59,8 +59,9 @@ SELECT user_id, segment_id, 'removed', 'expired', expires_at
  ORDER BY expires_at, user_id;
 
 -- name: add_user_memberships
--- Existing memberships keep added_at and take the requested expiry; new ones get a history
--- row. expires_at wins over ttl_seconds; both null means permanent.
+-- Existing memberships keep added_at and take the requested expiry, and become manual (a person
+-- now manages them, so rollouts leave them alone); new ones get a history row. expires_at wins
+-- over ttl_seconds; both null means permanent. Adding by hand lifts an exclusion from rollouts.
 WITH requested AS (
     SELECT segment_id,
            coalesce(expires_at, %(at)s + ttl_seconds * interval '1 second') AS expires_at
@@ -70,7 +71,7 @@ WITH requested AS (
 ),
 renewed AS (
     UPDATE memberships m
-       SET expires_at = requested.expires_at
+       SET expires_at = requested.expires_at, source = 'manual'
       FROM requested
      WHERE m.user_id = %(user_id)s AND m.segment_id = requested.segment_id
  RETURNING m.segment_id
@@ -83,6 +84,10 @@ inserted AS (
      ORDER BY segment_id
         ON CONFLICT (user_id, segment_id) DO NOTHING
  RETURNING user_id, segment_id
+),
+included AS (
+    DELETE FROM auto_exclusions
+     WHERE user_id = %(user_id)s AND segment_id IN (SELECT segment_id FROM requested)
 )
 INSERT INTO membership_history (user_id, segment_id, operation, reason, at)
 SELECT user_id, segment_id, 'added', 'manual', %(at)s
@@ -90,13 +95,20 @@ SELECT user_id, segment_id, 'added', 'manual', %(at)s
  ORDER BY segment_id;
 
 -- name: remove_user_memberships
+-- A removal by hand also keeps rollouts from putting the user back into the segment.
 WITH removed AS (
     DELETE FROM memberships
      WHERE user_id = %(user_id)s AND segment_id = ANY (%(segment_ids)s::bigint[])
  RETURNING user_id, segment_id
+),
+excluded AS (
+    INSERT INTO auto_exclusions (segment_id, user_id, excluded_at)
+    SELECT segment_id, user_id, %(at)s
+      FROM removed
+        ON CONFLICT (segment_id, user_id) DO NOTHING
 )
 INSERT INTO membership_history (user_id, segment_id, operation, reason, at)
-SELECT user_id, segment_id, 'removed', %(reason)s, %(at)s
+SELECT user_id, segment_id, 'removed', 'manual', %(at)s
   FROM removed
  ORDER BY segment_id;
 

@@ -2,14 +2,14 @@
 -- member_count counts memberships a read would return: expired ones are not counted.
 
 -- name: create_segment
-INSERT INTO segments (slug, description, created_at)
-VALUES (%(slug)s, %(description)s, now())
+INSERT INTO segments (slug, description, auto_percent, created_at)
+VALUES (%(slug)s, %(description)s, %(auto_percent)s, now())
 ON CONFLICT (slug) WHERE deleted_at IS NULL DO NOTHING
-RETURNING slug, description, created_at, deleted_at, 0 AS member_count;
+RETURNING segment_id, slug;
 
 -- name: find_segments
 -- All segments, or one slug; active only unless include_deleted. Ordered by slug, then age.
-SELECT s.slug, s.description, s.created_at, s.deleted_at,
+SELECT s.slug, s.description, s.auto_percent, s.created_at, s.deleted_at,
        (SELECT count(*)
           FROM memberships m
          WHERE m.segment_id = s.segment_id
@@ -20,8 +20,9 @@ SELECT s.slug, s.description, s.created_at, s.deleted_at,
  ORDER BY s.slug, s.created_at;
 
 -- name: lock_active_segment
--- Blocks concurrent membership changes of this segment until the deletion commits.
-SELECT segment_id
+-- Before deleting or changing a segment: concurrent membership changes naming it wait for this
+-- transaction, and the expiry job skips its memberships meanwhile.
+SELECT segment_id, slug, description, auto_percent
   FROM segments
  WHERE slug = %(slug)s AND deleted_at IS NULL
    FOR UPDATE;
@@ -37,7 +38,29 @@ SELECT user_id, segment_id, 'removed', 'segment_deleted', %(at)s
   FROM removed
  ORDER BY user_id;
 
+-- name: update_segment
+UPDATE segments
+   SET auto_percent = %(auto_percent)s,
+       description = %(description)s
+ WHERE segment_id = %(segment_id)s;
+
 -- name: mark_segment_deleted
 UPDATE segments
    SET deleted_at = %(at)s, is_active = false
  WHERE segment_id = %(segment_id)s;
+
+-- name: active_segment_id
+SELECT segment_id
+  FROM segments
+ WHERE slug = %(slug)s AND deleted_at IS NULL;
+
+-- name: segment_members
+-- One page in user order, by keyset (user ids after `after`), from the (segment_id, user_id)
+-- index. One row more than asked tells whether another page follows.
+SELECT user_id, added_at, expires_at, source
+  FROM memberships
+ WHERE segment_id = %(segment_id)s
+   AND user_id > %(after)s
+   AND (expires_at IS NULL OR expires_at > now())
+ ORDER BY user_id
+ LIMIT %(limit)s + 1;

@@ -26,7 +26,7 @@ from segsvc.schemas import MAX_TTL_SECONDS, MAX_USER_ID, SLUG_PATTERN
 
 PROBLEM_MIMETYPE = "application/problem+json"
 PROBLEM_MEMBERS = {"type", "title", "status", "detail", "code"}
-TABLES = ("segments", "users", "memberships", "membership_history")
+TABLES = ("segments", "users", "memberships", "membership_history", "auto_exclusions")
 MEBIBYTE = 1024 * 1024
 SEGMENTS = "/api/v1/segments"
 USERS = "/api/v1/users"
@@ -106,6 +106,8 @@ BODY_ROUTES = {
     "create segment": ("POST", SEGMENTS, {"slug": "NEW"}),
     "register users": ("POST", USERS, {"user_ids": [2]}),
     "change segments": ("PATCH", CHANGE, {"add": ["B"]}),
+    "update segment": ("PATCH", "/api/v1/segments/B", {"auto_percent": 10}),
+    "report link": ("POST", "/api/v1/reports", {"from": "2023-08"}),
 }
 
 
@@ -121,7 +123,7 @@ def test_unknown_route_is_404_not_found(client):
 WRONG_METHODS = [
     ("PUT", SEGMENTS, {"GET", "POST"}),
     ("DELETE", SEGMENTS, {"GET", "POST"}),
-    ("PATCH", "/api/v1/segments/A", {"GET", "DELETE"}),
+    ("PUT", "/api/v1/segments/A", {"GET", "DELETE", "PATCH"}),
     ("POST", "/api/v1/users/1", {"GET", "DELETE"}),
     ("PUT", CHANGE, {"GET", "PATCH"}),
     ("POST", "/healthz", {"GET"}),

@@ -11,7 +11,13 @@ def test_migrations_create_the_expected_tables(sql):
         " WHERE table_schema = 'public' AND table_name NOT LIKE '\\_yoyo%%'"
         " AND table_name NOT LIKE 'yoyo%%' ORDER BY table_name"
     )
-    assert tables == [("membership_history",), ("memberships",), ("segments",), ("users",)]
+    assert tables == [
+        ("auto_exclusions",),
+        ("membership_history",),
+        ("memberships",),
+        ("segments",),
+        ("users",),
+    ]
 
 
 def test_a_segment_with_members_cannot_be_marked_deleted(client, sql):

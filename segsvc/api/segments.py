@@ -18,11 +18,17 @@ TAG = "segments"
     tag=TAG,
     body=schemas.SegmentCreateSchema,
     responses={201: schemas.SegmentSchema, 400: None, 409: None, 413: None, 415: None, 422: None},
-    description="A slug of a deleted segment may be used again; it makes a new segment.",
+    description=(
+        "A slug of a deleted segment may be used again; it makes a new segment. With "
+        "`auto_percent`, that share of all registered users joins it at once (and users "
+        "registered later join it at the same rate); `member_count` tells how many did."
+    ),
 )
 def create_segment() -> Response:
     request = load_body(schemas.SegmentCreateSchema())
-    segment = segments.create_segment(get_connection(), request["slug"], request["description"])
+    segment = segments.create_segment(
+        get_connection(), request["slug"], request["description"], request["auto_percent"]
+    )
     location = url_for("segments.get_segment", slug=segment["slug"])
     return dump(schemas.SegmentSchema(), segment, status=201, Location=location)
 
@@ -61,3 +67,38 @@ def delete_segment(slug: str) -> Response:
     path = load_path(schemas.SegmentPathSchema(), slug=slug)
     segments.delete_segment(get_connection(), path["slug"])
     return no_content()
+
+
+@bp.patch("/<slug>")
+@operation(
+    "Change a segment's description and/or percentage (ramp up or down)",
+    tag=TAG,
+    body=schemas.SegmentUpdateSchema,
+    responses={200: schemas.SegmentSchema, 400: None, 404: None, 413: None, 415: None, 422: None},
+    description=(
+        "Raising `auto_percent` adds the users of the new bucket range; lowering it removes the "
+        "automatic members now out of range. Manual memberships are never touched."
+    ),
+)
+def update_segment(slug: str) -> Response:
+    path = load_path(schemas.SegmentPathSchema(), slug=slug)
+    changes = load_body(schemas.SegmentUpdateSchema())
+    segment = segments.update_segment(get_connection(), path["slug"], changes)
+    return dump(schemas.SegmentSchema(), segment)
+
+
+@bp.get("/<slug>/members")
+@operation(
+    "Page through a segment's active members in user order",
+    tag=TAG,
+    query=schemas.MembersQuerySchema,
+    responses={200: schemas.MembersSchema, 404: None, 422: None},
+    description="Pass the answer's `next_after` as `after` for the next page; null means done.",
+)
+def list_members(slug: str) -> Response:
+    path = load_path(schemas.SegmentPathSchema(), slug=slug)
+    query = load_query(schemas.MembersQuerySchema())
+    members, next_after = segments.segment_members(
+        get_connection(), path["slug"], query.get("after", 0), query["limit"]
+    )
+    return dump(schemas.MembersSchema(), {"members": members, "next_after": next_after})
