@@ -32,7 +32,7 @@ def bucket_limit(auto_percent: Decimal | float) -> int:
 def enroll_new_users(connection: Connection, user_ids: Sequence[int], at: Any) -> None:
     """Puts users registered in this transaction into every percentage segment that selects them.
 
-    The caller holds `lock_registrations_shared`, so no percentage changes meanwhile.
+    The caller holds `lock_user_set_shared`, so no percentage changes meanwhile.
     """
     segments = queries.fetch_all(connection, "lock_auto_segments")
     if not segments:
@@ -56,7 +56,7 @@ def change_percentage(
     """Ramps a locked segment: up adds the users of the new bucket range, down removes the
     automatic members now out of range. Manual memberships are never touched.
 
-    The caller holds `lock_registrations_exclusive` and the segment's row lock (or created it).
+    The caller holds `lock_user_set_exclusive` and the segment's row lock (or created it).
     """
     old_limit, new_limit = bucket_limit(old_percent), bucket_limit(new_percent)
     if new_limit > old_limit:

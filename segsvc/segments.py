@@ -17,7 +17,7 @@ def create_segment(
     Registrations wait meanwhile (they could not see this segment, nor it their users).
     """
     if auto_percent:
-        queries.fetch_one(connection, "lock_registrations_exclusive")
+        queries.fetch_one(connection, "lock_user_set_exclusive")
     created = queries.fetch_one(
         connection, "create_segment", slug=slug, description=description, auto_percent=auto_percent
     )
@@ -65,7 +65,7 @@ def update_segment(connection: Connection, slug: str, changes: dict[str, Any]) -
     their enrolment, and they are invisible to its ramp).
     """
     if "auto_percent" in changes:
-        queries.fetch_one(connection, "lock_registrations_exclusive")
+        queries.fetch_one(connection, "lock_user_set_exclusive")
     segment = _lock_active_segment(connection, slug)
     new_percent = changes.get("auto_percent", segment["auto_percent"])
     queries.execute(

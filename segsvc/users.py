@@ -12,7 +12,7 @@ from .errors import UserNotFound
 def register_users(connection: Connection, user_ids: Sequence[int]) -> int:
     """Registers the users not registered yet, each into the percentage segments that select
     it, in this transaction; returns how many were new."""
-    queries.fetch_one(connection, "lock_registrations_shared")
+    queries.fetch_one(connection, "lock_user_set_shared")
     registered = [
         row["user_id"] for row in queries.fetch_all(connection, "register_users", user_ids=user_ids)
     ]
@@ -40,7 +40,9 @@ def get_user(connection: Connection, user_id: int) -> dict[str, Any]:
 
 
 def delete_user(connection: Connection, user_id: int) -> None:
-    """The user leaves every segment (a history row each) and is unregistered."""
+    """The user leaves every segment (a history row each) and is unregistered; never while a
+    percentage changes, as that may be adding the user."""
+    queries.fetch_one(connection, "lock_user_set_shared")
     if queries.fetch_one(connection, "lock_user_for_deletion", user_id=user_id) is None:
         raise UserNotFound(f"User {user_id} is not registered.", user_id=user_id)
     queries.fetch_all(connection, "lock_user_memberships", user_id=user_id)

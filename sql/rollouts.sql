@@ -1,13 +1,13 @@
 -- Percentage rollouts: a segment with auto_percent p holds every registered user whose
 -- segment_bucket(slug, user_id) < p * 100 (see migrations/0002), as `auto` memberships.
 
--- name: lock_registrations_shared
--- Registrations run concurrently with each other but never with a percentage change (a
--- creation or a ramp), which would otherwise miss a user registered meanwhile: neither sees
--- the other's uncommitted rows.
+-- name: lock_user_set_shared
+-- Registrations and deletions of users run concurrently with each other but never with a
+-- percentage change (a creation or a ramp): that would miss a user registered meanwhile (neither
+-- sees the other's uncommitted rows), or fail on a user deleted under it.
 SELECT pg_advisory_xact_lock_shared(7357001);
 
--- name: lock_registrations_exclusive
+-- name: lock_user_set_exclusive
 SELECT pg_advisory_xact_lock(7357001);
 
 -- name: lock_auto_segments
@@ -36,8 +36,7 @@ SELECT user_id, segment_id, 'added', 'auto', %(at)s
 
 -- name: enroll_bucket_range
 -- Ramp-up: every registered user whose bucket is in [from_bucket, to_bucket) and who is neither
--- a member nor excluded by hand. KEY SHARE waits for a user's deletion to finish (the user is
--- then skipped) without blocking changes of the user's other memberships.
+-- a member nor excluded by hand. No user is registered or deleted meanwhile (lock_user_set_*).
 WITH enrolled AS (
     INSERT INTO memberships (user_id, segment_id, added_at, source)
     SELECT u.user_id, %(segment_id)s, %(at)s, 'auto'
@@ -51,7 +50,6 @@ WITH enrolled AS (
      -- No index gives this order, so a sort reads every candidate before the first insert: the
      -- membership check then never scans rows this statement is adding (quadratic otherwise).
      ORDER BY segment_bucket(%(slug)s, u.user_id), u.user_id
-       FOR KEY SHARE OF u
         ON CONFLICT (user_id, segment_id) DO NOTHING
  RETURNING user_id, segment_id
 )
