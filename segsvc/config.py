@@ -39,9 +39,11 @@ def _integer(environ: Mapping[str, str], name: str, default: int, minimum: int) 
 @dataclass(frozen=True)
 class Config:
     database_url: str
-    db_pool_min: int = 1
     db_pool_max: int = 5
     db_pool_wait_seconds: int = 5
+    db_connect_timeout_seconds: int = 2
+    statement_timeout_seconds: int = 5
+    bulk_statement_timeout_seconds: int = 600
     max_body_bytes: int = 1024 * 1024
     log_level: str = "INFO"
     expiry_enabled: bool = True
@@ -56,10 +58,6 @@ class Config:
                 "DATABASE_URL is not set; start the service with `make run`, which provides "
                 "an embedded PostgreSQL when it is unset"
             )
-        pool_min = _integer(environ, "SEGSVC_DB_POOL_MIN", 1, minimum=0)
-        pool_max = _integer(environ, "SEGSVC_DB_POOL_MAX", 5, minimum=1)
-        if pool_min > pool_max:
-            raise ConfigError("SEGSVC_DB_POOL_MIN must not exceed SEGSVC_DB_POOL_MAX")
         log_level = environ.get("SEGSVC_LOG_LEVEL", "INFO").strip().upper()
         if log_level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
             raise ConfigError(
@@ -67,8 +65,16 @@ class Config:
             )
         return cls(
             database_url=database_url,
-            db_pool_min=pool_min,
-            db_pool_max=pool_max,
+            db_pool_max=_integer(environ, "SEGSVC_DB_POOL_MAX", 5, minimum=1),
+            db_connect_timeout_seconds=_integer(
+                environ, "SEGSVC_DB_CONNECT_TIMEOUT_SECONDS", 2, minimum=1
+            ),
+            statement_timeout_seconds=_integer(
+                environ, "SEGSVC_STATEMENT_TIMEOUT_SECONDS", 5, minimum=1
+            ),
+            bulk_statement_timeout_seconds=_integer(
+                environ, "SEGSVC_BULK_STATEMENT_TIMEOUT_SECONDS", 600, minimum=1
+            ),
             db_pool_wait_seconds=_integer(environ, "SEGSVC_DB_POOL_WAIT_SECONDS", 5, minimum=1),
             max_body_bytes=_integer(environ, "SEGSVC_MAX_BODY_BYTES", 1024 * 1024, minimum=1024),
             log_level=log_level,
@@ -99,6 +105,9 @@ class ServeConfig:
             workers=_integer(environ, "SEGSVC_WORKERS", 2 * (os.cpu_count() or 1) + 1, minimum=1),
             threads=_integer(environ, "SEGSVC_THREADS", 4, minimum=1),
             worker_timeout_seconds=_integer(
-                environ, "SEGSVC_WORKER_TIMEOUT_SECONDS", 30, minimum=1
+                environ,
+                "SEGSVC_WORKER_TIMEOUT_SECONDS",
+                _integer(environ, "SEGSVC_STATEMENT_TIMEOUT_SECONDS", 5, minimum=1) + 10,
+                minimum=1,
             ),
         )

@@ -5,6 +5,7 @@ socket inherited from the master. A request borrows one connection on first use;
 when the response is a success and rolls back otherwise, and the connection always goes back.
 """
 
+import functools
 import logging
 import os
 import threading
@@ -13,63 +14,90 @@ from contextlib import contextmanager
 
 import psycopg2
 from flask import Flask, Response, current_app, g
+from psycopg2 import extensions
 from psycopg2.extensions import connection as Connection
-from psycopg2.pool import ThreadedConnectionPool
 
+from . import queries
 from .config import Config
 from .errors import DatabaseUnavailable
 
 APPLICATION_NAME = "segsvc"
+# A transaction left open this long (a bug, a stuck client) is ended by the server.
+IDLE_IN_TRANSACTION_TIMEOUT_MS = 60_000
 
 log = logging.getLogger(__name__)
 
 
 class ConnectionPool:
-    """psycopg2's thread-safe pool, made to wait (bounded) for a free connection."""
+    """A bounded, thread-safe pool that waits (bounded) for a free connection.
+
+    Connections open lazily. One found broken (the server restarted, the network dropped) is
+    closed, and so is every idle one, since they most likely share its fate: the next requests
+    connect afresh, so the service recovers from an outage by itself.
+    """
 
     def __init__(self, config: Config) -> None:
         self._slots = threading.BoundedSemaphore(config.db_pool_max)
-        self._count_lock = threading.Lock()
+        self._lock = threading.Lock()
+        self._idle: list[Connection] = []
         self._in_use = 0
         self._wait_seconds = config.db_pool_wait_seconds
-        self._pool = ThreadedConnectionPool(
-            config.db_pool_min,
-            config.db_pool_max,
+        self._connect = functools.partial(
+            psycopg2.connect,
             config.database_url,
             application_name=APPLICATION_NAME,
+            connect_timeout=config.db_connect_timeout_seconds,
+            options=f"-c statement_timeout={config.statement_timeout_seconds * 1000}"
+            f" -c idle_in_transaction_session_timeout={IDLE_IN_TRANSACTION_TIMEOUT_MS}",
         )
 
     def acquire(self) -> Connection:
         if not self._slots.acquire(timeout=self._wait_seconds):
             raise DatabaseUnavailable("No database connection became free in time; retry later.")
         try:
-            connection = self._pool.getconn()
+            with self._lock:
+                connection = self._idle.pop() if self._idle else None
+            if connection is None:
+                connection = self._connect()
         except BaseException:
             self._slots.release()
             raise
-        with self._count_lock:
+        with self._lock:
             self._in_use += 1
         return connection
 
     def release(self, connection: Connection) -> None:
-        """Returns a connection; one that is broken or mid-transaction is closed instead."""
+        """Takes a connection back; one that is broken or mid-transaction is closed instead."""
         try:
-            broken = connection.closed or (
-                connection.info.transaction_status != psycopg2.extensions.TRANSACTION_STATUS_IDLE
+            broken = bool(connection.closed)
+            reusable = (
+                not broken
+                and connection.info.transaction_status == extensions.TRANSACTION_STATUS_IDLE
             )
-            self._pool.putconn(connection, close=bool(broken))
-        finally:
-            with self._count_lock:
+            with self._lock:
                 self._in_use -= 1
+                if reusable:
+                    self._idle.append(connection)
+                    return
+                stale = self._idle if broken else []
+                self._idle = [] if broken else self._idle
+            for dropped in [connection, *stale]:
+                dropped.close()
+            if broken:
+                log.warning("a database connection broke; %d idle ones dropped", len(stale))
+        finally:
             self._slots.release()
 
     def in_use(self) -> int:
         """Connections borrowed and not yet given back."""
-        with self._count_lock:
+        with self._lock:
             return self._in_use
 
     def close(self) -> None:
-        self._pool.closeall()
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for connection in idle:
+            connection.close()
 
 
 def get_pool(app: Flask) -> ConnectionPool:
@@ -97,6 +125,11 @@ def transaction(pool: ConnectionPool) -> Iterator[Connection]:
             yield connection
     finally:
         pool.release(connection)
+
+
+def extend_statement_timeout(connection: Connection, seconds: int) -> None:
+    """Lets this transaction's statements run up to `seconds` (bulk work), not the default."""
+    queries.fetch_one(connection, "extend_statement_timeout", milliseconds=str(seconds * 1000))
 
 
 def get_connection() -> Connection:

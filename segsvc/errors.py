@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import psycopg2
+import psycopg2.errors
 from flask import Flask, Response
 from marshmallow import ValidationError
 from werkzeug.exceptions import HTTPException
@@ -67,6 +68,10 @@ class DatabaseUnavailable(ServiceError):
     status, code, title = 503, "database_unavailable", "Database unavailable"
 
 
+class DatabaseTimeout(ServiceError):
+    status, code, title = 503, "database_timeout", "Database timeout"
+
+
 # Werkzeug's HTTP errors that can reach a client, mapped to our stable codes.
 _HTTP_CODES = {
     400: "bad_request",
@@ -118,6 +123,13 @@ def handle_database_error(error: psycopg2.OperationalError | psycopg2.InterfaceE
     return handle_service_error(DatabaseUnavailable("The database cannot be reached; retry later."))
 
 
+def handle_statement_timeout(error: psycopg2.errors.QueryCanceled) -> Response:
+    log.warning("statement timed out: %s", str(error).strip())
+    return handle_service_error(
+        DatabaseTimeout("The database did not answer in time; retry later.")
+    )
+
+
 def handle_unexpected_error(error: Exception) -> Response:
     log.exception("unhandled error", exc_info=error)
     return problem_response(
@@ -131,4 +143,5 @@ def register_error_handlers(app: Flask) -> None:
     app.register_error_handler(HTTPException, handle_http_exception)
     app.register_error_handler(psycopg2.OperationalError, handle_database_error)
     app.register_error_handler(psycopg2.InterfaceError, handle_database_error)
+    app.register_error_handler(psycopg2.errors.QueryCanceled, handle_statement_timeout)
     app.register_error_handler(Exception, handle_unexpected_error)

@@ -32,13 +32,17 @@ def test_every_setting_the_code_reads_is_documented_and_only_those():
 
 def test_defaults_are_as_documented():
     config = Config.from_environ({"DATABASE_URL": "postgresql://x/y"})
-    assert (config.db_pool_min, config.db_pool_max, config.db_pool_wait_seconds) == (1, 5, 5)
+    assert (config.db_pool_max, config.db_pool_wait_seconds) == (5, 5)
+    assert (config.db_connect_timeout_seconds, config.statement_timeout_seconds) == (2, 5)
+    assert config.bulk_statement_timeout_seconds == 600
     assert (config.expiry_enabled, config.expiry_interval_seconds) == (True, 10)
     assert config.expiry_batch_size == 10000
     assert config.max_body_bytes == 1048576
     assert config.log_level == "INFO"
     serve = ServeConfig.from_environ({})
-    assert (serve.port, serve.threads, serve.worker_timeout_seconds) == (8080, 4, 30)
+    assert (serve.port, serve.threads, serve.worker_timeout_seconds) == (8080, 4, 15)
+    longer = ServeConfig.from_environ({"SEGSVC_STATEMENT_TIMEOUT_SECONDS": "20"})
+    assert longer.worker_timeout_seconds == 30
 
 
 @pytest.mark.parametrize(
@@ -47,7 +51,7 @@ def test_defaults_are_as_documented():
         ({}, "DATABASE_URL is not set"),
         ({"DATABASE_URL": "x", "SEGSVC_DB_POOL_MAX": "many"}, "SEGSVC_DB_POOL_MAX must be an"),
         ({"DATABASE_URL": "x", "SEGSVC_DB_POOL_MAX": "0"}, "at least 1"),
-        ({"DATABASE_URL": "x", "SEGSVC_DB_POOL_MIN": "6"}, "must not exceed"),
+        ({"DATABASE_URL": "x", "SEGSVC_STATEMENT_TIMEOUT_SECONDS": "0"}, "at least 1"),
         ({"DATABASE_URL": "x", "SEGSVC_LOG_LEVEL": "loud"}, "SEGSVC_LOG_LEVEL"),
     ],
 )

@@ -1,15 +1,22 @@
 """/api/v1/segments: create, list, read and delete segments."""
 
-from flask import Blueprint, Response, url_for
+from flask import Blueprint, Response, current_app, url_for
+from psycopg2.extensions import connection as Connection
 
 from .. import schemas, segments
-from ..db import get_connection
+from ..db import extend_statement_timeout, get_connection
 from ..openapi import operation
 from . import dump, load_body, load_path, load_query, no_content
 
 bp = Blueprint("segments", __name__, url_prefix="/api/v1/segments")
 
 TAG = "segments"
+
+
+def _allow_bulk_statements(connection: Connection) -> None:
+    """A rollout adds or removes up to every registered user in one statement."""
+    seconds = current_app.config["SEGSVC"].bulk_statement_timeout_seconds
+    extend_statement_timeout(connection, seconds)
 
 
 @bp.post("")
@@ -26,8 +33,11 @@ TAG = "segments"
 )
 def create_segment() -> Response:
     request = load_body(schemas.SegmentCreateSchema())
+    connection = get_connection()
+    if request["auto_percent"]:
+        _allow_bulk_statements(connection)
     segment = segments.create_segment(
-        get_connection(), request["slug"], request["description"], request["auto_percent"]
+        connection, request["slug"], request["description"], request["auto_percent"]
     )
     location = url_for("segments.get_segment", slug=segment["slug"])
     return dump(schemas.SegmentSchema(), segment, status=201, Location=location)
@@ -83,7 +93,10 @@ def delete_segment(slug: str) -> Response:
 def update_segment(slug: str) -> Response:
     path = load_path(schemas.SegmentPathSchema(), slug=slug)
     changes = load_body(schemas.SegmentUpdateSchema())
-    segment = segments.update_segment(get_connection(), path["slug"], changes)
+    connection = get_connection()
+    if "auto_percent" in changes:
+        _allow_bulk_statements(connection)
+    segment = segments.update_segment(connection, path["slug"], changes)
     return dump(schemas.SegmentSchema(), segment)
 
 
