@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip --disable-pip-version-check --quiet
 
-.PHONY: run test lint format constraints clean bench-history bench-rollouts
+.PHONY: run test lint format constraints clean bench bench-history bench-rollouts soak
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,12 @@ run: $(VENV)/.runtime-installed
 test: $(VENV)/.dev-installed
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# The read and write paths against a bare Flask "ceiling", with wrk (installed from Debian's
+# packages when missing); see the README's performance section.
+bench: $(VENV)/.dev-installed
+	command -v wrk >/dev/null || apt-get install -y wrk
+	$(BIN)/python -m benchmarks.load
+
 # Figures for the report and expiry goals; see the README's performance section.
 bench-history: $(VENV)/.dev-installed
 	$(BIN)/python -m benchmarks.history
@@ -30,6 +36,11 @@ bench-history: $(VENV)/.dev-installed
 # Figures for the percentage rollout goals; see the README's performance section.
 bench-rollouts: $(VENV)/.dev-installed
 	$(BIN)/python -m benchmarks.rollouts
+
+# Two instances under random load through a worker kill and a PostgreSQL restart, then checks of
+# answers, history and connections; exits non-zero on a violation. See the README's soak section.
+soak: $(VENV)/.dev-installed
+	$(BIN)/python -m benchmarks.soak
 
 lint: $(VENV)/.dev-installed
 	$(BIN)/ruff check .

@@ -46,6 +46,17 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+def wait_until_ready(url: str, seconds: float = 30) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=1):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"{url} did not answer in {seconds} s")
+
+
 class Served:
     """segsvc started through the launcher (as `make run` does) on a free port."""
 
@@ -65,14 +76,7 @@ class Served:
         self._wait_until_ready()
 
     def _wait_until_ready(self) -> None:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                with urllib.request.urlopen(f"{self.base_url}/readyz", timeout=1):
-                    return
-            except OSError:
-                time.sleep(0.1)
-        raise RuntimeError("segsvc did not become ready in 30 s")
+        wait_until_ready(f"{self.base_url}/readyz")
 
     def workers(self) -> list[psutil.Process]:
         """gunicorn's worker processes (children of its master, the launcher's child)."""

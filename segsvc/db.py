@@ -13,17 +13,18 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import psycopg2
-from flask import Flask, Response, current_app, g
+from flask import Flask, Response, current_app, g, request
 from psycopg2 import extensions
 from psycopg2.extensions import connection as Connection
 
 from . import queries
 from .config import Config
-from .errors import DatabaseUnavailable
+from .errors import DatabaseUnavailable, handle_database_error
 
 APPLICATION_NAME = "segsvc"
 # A transaction left open this long (a bug, a stuck client) is ended by the server.
 IDLE_IN_TRANSACTION_TIMEOUT_MS = 60_000
+READ_ONLY_METHODS = frozenset({"GET", "HEAD"})
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +75,8 @@ class ConnectionPool:
                 not broken
                 and connection.info.transaction_status == extensions.TRANSACTION_STATUS_IDLE
             )
+            if reusable:
+                connection.autocommit = False
             with self._lock:
                 self._in_use -= 1
                 if reusable:
@@ -133,19 +136,33 @@ def extend_statement_timeout(connection: Connection, seconds: int) -> None:
 
 
 def get_connection() -> Connection:
-    """The request's connection, borrowed on first use."""
+    """The request's connection, borrowed on first use.
+
+    GET requests only read, each in one statement, so they run in autocommit: that is still
+    one transaction, and it saves the round trip of a COMMIT on the hottest route.
+    """
     if "db_connection" not in g:
-        g.db_connection = get_pool(current_app).acquire()
+        connection = get_pool(current_app).acquire()
+        connection.autocommit = request.method in READ_ONLY_METHODS
+        g.db_connection = connection
     return g.db_connection
 
 
 def _finish_transaction(response: Response) -> Response:
+    """Commits a success, rolls back anything else. A commit that fails because the database went
+    away is the 503 of any lost connection, not a 500 (errors raised here skip the handlers);
+    a failed rollback leaves the answer as it is, and the teardown discards the connection."""
     connection = g.get("db_connection")
-    if connection is not None and not connection.closed:
+    if connection is None or connection.closed:
+        return response
+    try:
         if response.status_code < 400:
             connection.commit()
         else:
             connection.rollback()
+    except (psycopg2.OperationalError, psycopg2.InterfaceError) as error:
+        if response.status_code < 400:
+            return handle_database_error(error)
     return response
 
 

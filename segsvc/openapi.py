@@ -22,8 +22,14 @@ API_VERSION = "1.0.0"
 _PATH_PARAMETER = re.compile(r"<(?:[a-z]+:)?([a-z_]+)>")
 
 _PATH_PARAMETERS = {
-    "slug": {"type": "string", "pattern": schemas.SLUG_PATTERN},
-    "user_id": {"type": "integer", "format": "int64", "minimum": 1, "maximum": schemas.MAX_USER_ID},
+    "slug": {"type": "string", "pattern": schemas.SLUG_PATTERN, "example": "AVITO_VOICE_MESSAGES"},
+    "user_id": {
+        "type": "integer",
+        "format": "int64",
+        "minimum": 1,
+        "maximum": schemas.MAX_USER_ID,
+        "example": 1000,
+    },
 }
 
 _STATUS_TEXT = {
@@ -119,7 +125,9 @@ def build_spec(app: Flask) -> dict[str, Any]:
         info={"description": "Dynamic user segmentation: segments, memberships and history."},
         plugins=[MarshmallowPlugin()],
     )
-    spec.components.schema("AddItem", schema=schemas.AddItemSchema)
+    # Also registers AddItem, which only field metadata refers to.
+    for schema, rules in schemas.OBJECT_RULES.items():
+        spec.components.schema(schema.__name__.removesuffix("Schema"), rules, schema=schema)
     for rule in sorted(app.url_map.iter_rules(), key=lambda rule: rule.rule):
         view = app.view_functions[rule.endpoint]
         declared = getattr(view, "openapi_operation", None)

@@ -32,7 +32,7 @@ def _log_request(response: Response) -> Response:
     access_log.info(
         "%s %s %d %.1fms",
         request.method,
-        request.full_path.rstrip("?"),
+        request.path,
         response.status_code,
         duration_ms,
     )

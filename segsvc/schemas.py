@@ -198,7 +198,7 @@ class SegmentPathSchema(Schema):
 
 class MembersQuerySchema(Schema):
     after = UserIdInPath(
-        metadata={"type": "integer", "format": "int64", "minimum": 1},
+        metadata={"type": "integer", "format": "int64", "minimum": 1, "maximum": MAX_USER_ID},
     )
     limit = fields.Integer(load_default=1000, validate=validate.Range(min=1, max=10000))
 
@@ -247,8 +247,9 @@ class MembershipChangeSchema(Schema):
             }
         ),
         load_default=list,
+        metadata={"uniqueItems": True},
     )
-    remove = fields.List(Slug(), load_default=list)
+    remove = fields.List(Slug(), load_default=list, metadata={"uniqueItems": True})
 
     @validates_schema
     def lists_are_consistent(self, data: dict[str, Any], **kwargs: Any) -> None:
@@ -259,6 +260,20 @@ class MembershipChangeSchema(Schema):
         repeated = sorted(slug for slug, count in Counter(added + removed).items() if count > 1)
         if repeated:
             raise ValidationError(f"Each slug may appear once in `add` and `remove`: {repeated}.")
+
+
+# Rules of `@validates_schema` methods, for the OpenAPI description. JSON Schema cannot state
+# the others: distinct slugs across `add` and `remove`, `to` not before `from`.
+OBJECT_RULES: dict[type[Schema], dict[str, Any]] = {
+    AddItemSchema: {"not": {"required": ["expires_at", "ttl_seconds"]}},
+    SegmentUpdateSchema: {"minProperties": 1},
+    MembershipChangeSchema: {
+        "anyOf": [
+            {"required": ["add"], "properties": {"add": {"minItems": 1}}},
+            {"required": ["remove"], "properties": {"remove": {"minItems": 1}}},
+        ]
+    },
+}
 
 
 class UserSegmentSchema(Schema):
@@ -308,9 +323,13 @@ class ReportPeriodSchema(Schema):
     """`from` and `to` are whole months, both included; `to` defaults to `from`."""
 
     start = Month(
-        data_key="from", required=True, metadata={"pattern": MONTH_PATTERN, "example": "2023-08"}
+        data_key="from",
+        required=True,
+        metadata={"type": "string", "pattern": MONTH_PATTERN, "example": "2023-08"},
     )
-    end = Month(data_key="to", metadata={"pattern": MONTH_PATTERN, "example": "2023-09"})
+    end = Month(
+        data_key="to", metadata={"type": "string", "pattern": MONTH_PATTERN, "example": "2023-09"}
+    )
 
     @validates_schema
     def start_is_not_after_end(self, data: dict[str, Any], **kwargs: Any) -> None:
@@ -319,7 +338,9 @@ class ReportPeriodSchema(Schema):
 
 
 class HistoryReportQuerySchema(ReportPeriodSchema):
-    user_id = UserIdInPath(metadata={"type": "integer", "format": "int64", "minimum": 1})
+    user_id = UserIdInPath(
+        metadata={"type": "integer", "format": "int64", "minimum": 1, "maximum": MAX_USER_ID}
+    )
 
 
 class ReportRequestSchema(ReportPeriodSchema):

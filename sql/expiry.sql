@@ -2,8 +2,9 @@
 
 -- name: expire_due_memberships
 -- One batch. Locked rows are skipped, never waited for: a user's change holds its memberships
--- (memberships.sql: lock_user_memberships) and settles them itself, and a segment deletion
--- holds its segment and settles that segment's. Each row ends at its own expiry time.
+-- (memberships.sql: lock_user_memberships) and settles them itself, and a segment deletion or
+-- ramp holds its segment (FOR NO KEY UPDATE, which FOR SHARE conflicts with) and settles that
+-- segment's. Each row ends at its own expiry time.
 WITH due AS (
     SELECT m.user_id, m.segment_id
       FROM memberships m
@@ -12,7 +13,7 @@ WITH due AS (
      ORDER BY m.expires_at
      LIMIT %(batch_size)s
        FOR UPDATE OF m SKIP LOCKED
-       FOR KEY SHARE OF s SKIP LOCKED
+       FOR SHARE OF s SKIP LOCKED
 ),
 expired AS (
     DELETE FROM memberships m

@@ -21,11 +21,14 @@ SELECT s.slug, s.description, s.auto_percent, s.created_at, s.deleted_at,
 
 -- name: lock_active_segment
 -- Before deleting or changing a segment: concurrent membership changes naming it wait for this
--- transaction, and the expiry job skips its memberships meanwhile.
+-- transaction, and the expiry job skips its memberships meanwhile. NO KEY UPDATE, not UPDATE:
+-- a user's change or deletion that ends its membership here takes KEY SHARE on this row (the
+-- history's foreign key) while holding that membership, which this transaction waits for; under
+-- FOR UPDATE both would wait for each other, a deadlock.
 SELECT segment_id, slug, description, auto_percent
   FROM segments
  WHERE slug = %(slug)s AND deleted_at IS NULL
-   FOR UPDATE;
+   FOR NO KEY UPDATE;
 
 -- name: remove_all_segment_members
 WITH removed AS (

@@ -4,6 +4,8 @@ from typing import Any
 
 from flask.testing import FlaskClient
 
+from benchmarks.consistency import history_violations
+
 
 def create_segment(client: FlaskClient, slug: str, **fields: Any) -> dict[str, Any]:
     response = client.post("/api/v1/segments", json={"slug": slug, **fields})
@@ -33,19 +35,8 @@ SELECT h.user_id, s.slug, h.operation, h.reason, h.at
 
 
 def assert_history_replays_to_current_state(sql: Any) -> None:
-    """Per (user, segment id) pair the history alternates added/removed, starting with added,
-    and ends in `added` exactly when the membership exists now."""
-    events: dict[tuple[int, int], list[str]] = {}
-    for user_id, segment_id, operation in sql.rows(
-        "SELECT user_id, segment_id, operation FROM membership_history ORDER BY at, history_id"
-    ):
-        events.setdefault((user_id, segment_id), []).append(operation)
-    for pair, operations in events.items():
-        expected = ["added", "removed"] * len(operations)
-        assert operations == expected[: len(operations)], (pair, operations)
-    members = set(sql.rows("SELECT user_id, segment_id FROM memberships"))
-    ended_added = {pair for pair, operations in events.items() if operations[-1] == "added"}
-    assert members == ended_added
+    """Fails listing every way the history contradicts itself or the memberships."""
+    assert history_violations(sql.rows) == []
 
 
 def expire_membership(sql, user_id: int, slug: str, hours_ago: int = 1) -> None:

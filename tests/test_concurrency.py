@@ -2,9 +2,18 @@
 
 import random
 import threading
+import time
 from collections import Counter
 
-from support import assert_history_replays_to_current_state, create_segment, segment_slugs
+import psycopg2
+from support import (
+    assert_history_replays_to_current_state,
+    change_segments,
+    create_segment,
+    segment_slugs,
+)
+
+from segsvc import queries, segments, users
 
 
 def run_in_threads(count: int, work) -> list:
@@ -105,3 +114,70 @@ def test_concurrent_registrations_of_overlapping_batches_count_each_user_once(ap
 
     registered = run_in_threads(8, register)
     assert sum(registered) == sql.value("SELECT count(*) FROM users")
+
+
+def _blocked_by_lock(sql, connection) -> bool:
+    return bool(
+        sql.value("SELECT cardinality(pg_blocking_pids(%s)) > 0", (connection.info.backend_pid,))
+    )
+
+
+def test_deleting_a_user_while_its_segment_is_deleted_does_not_deadlock(
+    client, sql, database_url_for_test, monkeypatch
+):
+    """The user's deletion holds its membership, which the segment's deletion waits for; then
+    its history row takes KEY SHARE on the segment. Under FOR UPDATE on the segment both waited
+    for each other and PostgreSQL cancelled one of them (found by the soak test)."""
+    create_segment(client, "A")
+    change_segments(client, 1000, add=["A"])
+    deleting_user = psycopg2.connect(database_url_for_test)
+    deleting_segment = psycopg2.connect(database_url_for_test)
+    holding_memberships = threading.Event()
+    go_on = threading.Event()
+    fetch_one = queries.fetch_one
+
+    def pause_user_deletion_after_its_locks(connection, name: str, **params):
+        if connection is deleting_user and name == "change_time":
+            holding_memberships.set()
+            go_on.wait(timeout=30)
+        return fetch_one(connection, name, **params)
+
+    monkeypatch.setattr(queries, "fetch_one", pause_user_deletion_after_its_locks)
+    errors: list[BaseException] = []
+
+    def run(connection, work) -> None:
+        try:
+            with connection:
+                work(connection)
+        except BaseException as error:  # surfaced below, in the test's thread
+            errors.append(error)
+
+    user_thread = threading.Thread(
+        target=run, args=(deleting_user, lambda c: users.delete_user(c, 1000))
+    )
+    segment_thread = threading.Thread(
+        target=run, args=(deleting_segment, lambda c: segments.delete_segment(c, "A"))
+    )
+    try:
+        user_thread.start()
+        assert holding_memberships.wait(timeout=30)
+        segment_thread.start()
+        deadline = time.monotonic() + 30
+        while not _blocked_by_lock(sql, deleting_segment):
+            assert time.monotonic() < deadline, "the segment's deletion never waited"
+            time.sleep(0.02)
+        go_on.set()
+        user_thread.join(timeout=30)
+        segment_thread.join(timeout=30)
+    finally:
+        go_on.set()
+        deleting_user.close()
+        deleting_segment.close()
+
+    assert errors == []
+    assert sql.rows("SELECT operation, reason FROM membership_history ORDER BY at") == [
+        ("added", "manual"),
+        ("removed", "user_deleted"),
+    ]
+    assert sql.value("SELECT count(*) FROM segments WHERE deleted_at IS NULL") == 0
+    assert_history_replays_to_current_state(sql)

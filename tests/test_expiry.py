@@ -17,7 +17,7 @@ from support import (
     segment_slugs,
 )
 
-from segsvc import db, expiry, scheduler
+from segsvc import db, expiry, queries, scheduler
 from segsvc.config import Config
 
 
@@ -151,6 +151,23 @@ def test_deleting_a_user_ends_expired_memberships_at_their_expiry_first(client, 
         "SELECT s.slug, h.reason FROM membership_history h JOIN segments s USING (segment_id)"
         " WHERE operation = 'removed' ORDER BY h.at, h.history_id"
     ) == [("A", "expired"), ("B", "user_deleted")]
+
+
+def test_the_job_skips_the_memberships_of_a_segment_being_deleted_or_ramped(
+    app, client, sql, database_url_for_test
+):
+    """Those settle the segment's expired memberships themselves, at their own change time."""
+    create_segment(client, "A")
+    change_segments(client, 1000, add=[{"slug": "A", "ttl_seconds": 60}])
+    expire_membership(sql, 1000, "A")
+    changing = psycopg2.connect(database_url_for_test)
+    try:
+        queries.fetch_one(changing, "lock_active_segment", slug="A")
+        assert scheduler.run_expiry_job(app) == 0
+    finally:
+        changing.rollback()
+        changing.close()
+    assert scheduler.run_expiry_job(app) == 1
 
 
 def test_the_job_racing_changes_of_the_same_users_keeps_history_in_order(app, client, sql):

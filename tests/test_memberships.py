@@ -5,6 +5,8 @@ import datetime as dt
 import pytest
 from support import change_segments, create_segment, expire_membership, segment_slugs
 
+from segsvc import db
+
 SEGMENTS = [
     "AVITO_VOICE_MESSAGES",
     "AVITO_PERFORMANCE_VAS",
@@ -176,3 +178,29 @@ def test_an_expiry_in_the_past_is_rejected_by_the_database_clock(client, segment
         "add": {"0": {"expires_at": ["Must be in the future."]}}
     }
     assert sql.value("SELECT count(*) FROM users") == 0
+
+
+def test_the_hand_built_read_body_is_what_the_schema_would_dump(app, client, segments, sql):
+    from segsvc.api.users import user_segments_body
+    from segsvc.memberships import user_segments
+    from segsvc.schemas import UserSegmentsSchema
+
+    change_segments(
+        client,
+        1000,
+        add=[
+            "AVITO_VOICE_MESSAGES",
+            {"slug": "AVITO_DISCOUNT_30", "expires_at": "2099-06-01T03:00:00.5+03:00"},
+        ],
+    )
+    with app.app_context():
+        pool = db.get_pool(app)
+        connection = pool.acquire()
+        try:
+            rows = user_segments(connection, 1000)
+        finally:
+            connection.rollback()
+            pool.release(connection)
+    by_hand = user_segments_body(1000, rows)
+    assert by_hand == UserSegmentsSchema().dump({"user_id": 1000, "segments": rows})
+    assert client.get("/api/v1/users/1000/segments").get_json() == by_hand

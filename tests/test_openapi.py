@@ -9,10 +9,12 @@ from openapi_spec_validator import validate
 from support import create_segment
 
 from segsvc.openapi import undocumented_routes
+from segsvc.schemas import MAX_USER_ID
 
 PROBLEM_MIMETYPE = "application/problem+json"
 MEBIBYTE = 1024 * 1024
 BODY_ERRORS = {"400", "413", "415", "422"}
+REPORT = "/api/v1/reports/history.csv"
 _SCHEMA_REF = re.compile(r"^#/components/schemas/(?P<name>.+)$")
 
 
@@ -165,6 +167,88 @@ def test_operations_that_take_parameters_describe_422(client):
     for path, method, operation in operations(served_spec(client)):
         if operation.get("parameters"):
             assert "422" in operation["responses"], (method, path)
+
+
+def untyped_properties(schema: dict[str, Any], where: str) -> list[str]:
+    """Properties (at any depth) that state no type, so a client may send anything there."""
+    found = []
+    for name, value in schema.get("properties", {}).items():
+        if not value.keys() & {"type", "$ref", "oneOf", "anyOf", "allOf"}:
+            found.append(f"{where}.{name}")
+        found += untyped_properties(value, f"{where}.{name}")
+        found += untyped_properties(value.get("items", {}), f"{where}.{name}[]")
+    return found
+
+
+def test_every_parameter_and_property_states_its_type(client):
+    spec = served_spec(client)
+    untyped = [
+        name
+        for name, schema in spec["components"]["schemas"].items()
+        for name in untyped_properties(schema, name)
+    ]
+    untyped += [
+        f"{method} {path} {parameter['name']}"
+        for path, method, operation in operations(spec)
+        for parameter in operation.get("parameters", [])
+        if "type" not in parameter["schema"]
+    ]
+    assert untyped == []
+
+
+def test_every_integer_parameter_states_the_bounds_the_service_checks(client):
+    for path, method, operation in operations(served_spec(client)):
+        for parameter in operation.get("parameters", []):
+            if parameter["schema"]["type"] == "integer":
+                bounds = parameter["schema"].keys() & {"minimum", "maximum"}
+                assert bounds == {"minimum", "maximum"}, (method, path, parameter["name"])
+
+
+def test_user_ids_in_queries_are_bounded_like_user_ids_in_paths(client, subtests):
+    for url in (
+        f"/api/v1/segments/A/members?after={MAX_USER_ID + 1}",
+        f"/api/v1/reports/history.csv?from=2023-08&user_id={MAX_USER_ID + 1}",
+    ):
+        with subtests.test(url=url):
+            assert client.get(url).status_code == 422
+    spec = served_spec(client)
+    for path, name in (("/api/v1/segments/{slug}/members", "after"), (REPORT, "user_id")):
+        with subtests.test(path=path, name=name):
+            (parameter,) = [
+                p for p in spec["paths"][path]["get"]["parameters"] if p["name"] == name
+            ]
+            assert parameter["schema"]["maximum"] == MAX_USER_ID
+
+
+def test_bodies_refused_for_their_shape_are_invalid_by_the_description(client, subtests):
+    """Rules over several fields are in the description too, where JSON Schema can state them."""
+    spec = served_spec(client)
+    create_segment(client, "A")
+    later = {"slug": "A", "expires_at": "2999-01-01T00:00:00Z", "ttl_seconds": 60}
+    requests = [
+        ("PATCH", "/api/v1/segments/{slug}", "/api/v1/segments/A", {}),
+        ("PATCH", "/api/v1/users/{user_id}/segments", "/api/v1/users/1/segments", {}),
+        (
+            "PATCH",
+            "/api/v1/users/{user_id}/segments",
+            "/api/v1/users/1/segments",
+            {"add": [], "remove": []},
+        ),
+        ("PATCH", "/api/v1/users/{user_id}/segments", "/api/v1/users/1/segments", {"add": [later]}),
+        (
+            "PATCH",
+            "/api/v1/users/{user_id}/segments",
+            "/api/v1/users/1/segments",
+            {"remove": ["A", "A"]},
+        ),
+        ("POST", "/api/v1/reports", "/api/v1/reports", {"from": "2023-08", "to": 202308}),
+    ]
+    for method, path, url, body in requests:
+        with subtests.test(method=method, url=url, body=body):
+            assert client.open(url, method=method, json=body).status_code == 422
+            content = spec["paths"][path][method.lower()]["requestBody"]["content"]
+            schema = resolved(content["application/json"]["schema"], spec)
+            assert not OAS30Validator(schema, format_checker=oas30_format_checker).is_valid(body)
 
 
 # The description matches what the service answers

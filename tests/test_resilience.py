@@ -7,6 +7,7 @@ from pathlib import Path
 
 import psycopg2
 import pytest
+from flask import g, request
 from support import change_segments, create_segment, segment_slugs
 
 from segsvc import create_app, db
@@ -141,3 +142,24 @@ def test_bulk_work_may_run_longer_than_the_statement_timeout(database_url_for_te
             cursor.execute("SELECT pg_sleep(1.5)")
     finally:
         pool.close()
+
+
+def test_a_commit_lost_with_the_database_is_a_503_not_a_500(app, client, sql):
+    """The commit runs after the view, where errors skip the error handlers (found by the soak
+    test: PostgreSQL stopping between a PATCH's statements and its commit)."""
+
+    @app.after_request
+    def lose_the_connection_before_the_commit(response):
+        if request.method != "PATCH":
+            return response
+        backend = g.db_connection.info.backend_pid
+        sql.execute("SELECT pg_terminate_backend(%s)", (backend,))
+        deadline = time.monotonic() + 10
+        while sql.value("SELECT count(*) FROM pg_stat_activity WHERE pid = %s", (backend,)):
+            assert time.monotonic() < deadline, "the backend outlived pg_terminate_backend"
+            time.sleep(0.02)
+        return response
+
+    create_segment(client, "A")
+    assert_problem(change_segments(client, 1000, add=["A"]), 503, "database_unavailable")
+    assert sql.value("SELECT count(*) FROM memberships") == 0

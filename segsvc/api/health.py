@@ -20,7 +20,7 @@ TAG = "operations"
     uses_database=False,
 )
 def healthz() -> Response:
-    return dump(schemas.HealthSchema(), {"status": "ok"})
+    return dump(schemas.HealthSchema, {"status": "ok"})
 
 
 @bp.get("/readyz")
@@ -31,4 +31,4 @@ def healthz() -> Response:
 )
 def readyz() -> Response:
     queries.fetch_one(get_connection(), "ping")
-    return dump(schemas.HealthSchema(), {"status": "ok"})
+    return dump(schemas.HealthSchema, {"status": "ok"})

@@ -55,7 +55,7 @@ def _csv_chunks(
     ),
 )
 def download_history() -> Response:
-    request = load_query(schemas.HistoryReportQuerySchema())
+    request = load_query(schemas.HistoryReportQuerySchema)
     period = _period(request)
     user_id = request.get("user_id")
     config = current_app.config["SEGSVC"]
@@ -100,7 +100,7 @@ def download_history() -> Response:
     description="Any replica serves the link: nothing is stored, the CSV is made on download.",
 )
 def create_report_link() -> Response:
-    request = load_body(schemas.ReportRequestSchema())
+    request = load_body(schemas.ReportRequestSchema)
     period = _period(request)
     arguments: dict[str, Any] = {
         "from": f"{period.from_year:04d}-{period.from_month:02d}",
@@ -109,4 +109,4 @@ def create_report_link() -> Response:
     if request.get("user_id") is not None:
         arguments["user_id"] = request["user_id"]
     url = url_for("reports.download_history", _external=True, **arguments)
-    return dump(schemas.ReportLinkSchema(), {"url": url}, status=201, Location=url)
+    return dump(schemas.ReportLinkSchema, {"url": url}, status=201, Location=url)

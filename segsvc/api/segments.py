@@ -32,7 +32,7 @@ def _allow_bulk_statements(connection: Connection) -> None:
     ),
 )
 def create_segment() -> Response:
-    request = load_body(schemas.SegmentCreateSchema())
+    request = load_body(schemas.SegmentCreateSchema)
     connection = get_connection()
     if request["auto_percent"]:
         _allow_bulk_statements(connection)
@@ -40,7 +40,7 @@ def create_segment() -> Response:
         connection, request["slug"], request["description"], request["auto_percent"]
     )
     location = url_for("segments.get_segment", slug=segment["slug"])
-    return dump(schemas.SegmentSchema(), segment, status=201, Location=location)
+    return dump(schemas.SegmentSchema, segment, status=201, Location=location)
 
 
 @bp.get("")
@@ -51,9 +51,9 @@ def create_segment() -> Response:
     responses={200: schemas.SegmentListSchema, 422: None},
 )
 def list_segments() -> Response:
-    query = load_query(schemas.SegmentListQuerySchema())
+    query = load_query(schemas.SegmentListQuerySchema)
     found = segments.list_segments(get_connection(), query["include_deleted"])
-    return dump(schemas.SegmentListSchema(), {"segments": found})
+    return dump(schemas.SegmentListSchema, {"segments": found})
 
 
 @bp.get("/<slug>")
@@ -63,8 +63,8 @@ def list_segments() -> Response:
     responses={200: schemas.SegmentSchema, 404: None, 422: None},
 )
 def get_segment(slug: str) -> Response:
-    path = load_path(schemas.SegmentPathSchema(), slug=slug)
-    return dump(schemas.SegmentSchema(), segments.get_segment(get_connection(), path["slug"]))
+    path = load_path(schemas.SegmentPathSchema, slug=slug)
+    return dump(schemas.SegmentSchema, segments.get_segment(get_connection(), path["slug"]))
 
 
 @bp.delete("/<slug>")
@@ -74,7 +74,7 @@ def get_segment(slug: str) -> Response:
     responses={204: None, 404: None, 422: None},
 )
 def delete_segment(slug: str) -> Response:
-    path = load_path(schemas.SegmentPathSchema(), slug=slug)
+    path = load_path(schemas.SegmentPathSchema, slug=slug)
     segments.delete_segment(get_connection(), path["slug"])
     return no_content()
 
@@ -91,13 +91,13 @@ def delete_segment(slug: str) -> Response:
     ),
 )
 def update_segment(slug: str) -> Response:
-    path = load_path(schemas.SegmentPathSchema(), slug=slug)
-    changes = load_body(schemas.SegmentUpdateSchema())
+    path = load_path(schemas.SegmentPathSchema, slug=slug)
+    changes = load_body(schemas.SegmentUpdateSchema)
     connection = get_connection()
     if "auto_percent" in changes:
         _allow_bulk_statements(connection)
     segment = segments.update_segment(connection, path["slug"], changes)
-    return dump(schemas.SegmentSchema(), segment)
+    return dump(schemas.SegmentSchema, segment)
 
 
 @bp.get("/<slug>/members")
@@ -109,9 +109,9 @@ def update_segment(slug: str) -> Response:
     description="Pass the answer's `next_after` as `after` for the next page; null means done.",
 )
 def list_members(slug: str) -> Response:
-    path = load_path(schemas.SegmentPathSchema(), slug=slug)
-    query = load_query(schemas.MembersQuerySchema())
+    path = load_path(schemas.SegmentPathSchema, slug=slug)
+    query = load_query(schemas.MembersQuerySchema)
     members, next_after = segments.segment_members(
         get_connection(), path["slug"], query.get("after", 0), query["limit"]
     )
-    return dump(schemas.MembersSchema(), {"members": members, "next_after": next_after})
+    return dump(schemas.MembersSchema, {"members": members, "next_after": next_after})
