@@ -6,6 +6,7 @@ ENV PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     SEGSVC_LOG_LEVEL=INFO \
+    SEGSVC_LOG_FORMAT=json \
     PORT=8080
 
 # A home directory, because gunicorn puts its control socket in ~/.gunicorn.

@@ -2,7 +2,7 @@
 
 from flask import Flask
 
-from . import db, errors, request_log
+from . import auth, db, errors, metrics, request_log
 
 # Aliased: plain names would shadow the domain modules segsvc.segments, .users and .reports.
 from .api import docs as docs_api
@@ -21,10 +21,12 @@ def create_app(config: Config | None = None) -> Flask:
     app.config["SEGSVC"] = config
     app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
     app.json.sort_keys = False
-    request_log.configure_logging(config.log_level)
+    request_log.configure_logging(config.log_level, config.log_format)
     request_log.init_app(app)
+    metrics.init_app(app)
     db.init_app(app)
     errors.register_error_handlers(app)
+    auth.init_app(app)
     for blueprint in (
         segments_api.bp,
         users_api.bp,

@@ -5,11 +5,19 @@ Every variable is documented in the README's configuration table; a test keeps t
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import NamedTuple
 
 
 class ConfigError(ValueError):
     """A setting has a value the service cannot run with."""
+
+
+def _choice(environ: Mapping[str, str], name: str, default: str, allowed: set[str]) -> str:
+    value = environ.get(name, "").strip().lower() or default
+    if value not in allowed:
+        raise ConfigError(f"{name} must be one of {', '.join(sorted(allowed))}, got {value!r}")
+    return value
 
 
 def _boolean(environ: Mapping[str, str], name: str, default: bool) -> bool:
@@ -36,6 +44,60 @@ def _integer(environ: Mapping[str, str], name: str, default: int, minimum: int) 
     return value
 
 
+_API_TOKEN_SCOPES = {"read": "read", "reader": "read", "write": "write", "writer": "write"}
+
+
+class ApiToken(NamedTuple):
+    scope: str  # "read" or "write"
+    token: str
+
+
+def parse_api_tokens(value: str) -> tuple[ApiToken, ...]:
+    """`SEGSVC_API_TOKENS`: a file of `scope:token` lines, or `scope:token` pairs by commas.
+
+    Errors name the entry, never its text: a token must not reach a log.
+    """
+    value = value.strip()
+    if not value:
+        return ()
+    name = "SEGSVC_API_TOKENS"
+    if os.path.isfile(value):
+        try:
+            with open(value, encoding="utf-8") as file:
+                lines = file.read().splitlines()
+        except (OSError, UnicodeDecodeError) as error:
+            raise ConfigError(f"{name}: cannot read {value}: {type(error).__name__}") from None
+        entries = [
+            (f"line {number} of {value}", line.strip())
+            for number, line in enumerate(lines, start=1)
+            if line.strip() and not line.strip().startswith("#")
+        ]
+        if not entries:
+            raise ConfigError(f"{name}: {value} has no `scope:token` lines")
+    else:
+        entries = [
+            (f"entry {number}", entry.strip())
+            for number, entry in enumerate(value.split(","), start=1)
+        ]
+    scopes: dict[str, str] = {}
+    for where, entry in entries:
+        scope, colon, token = (part.strip() for part in entry.partition(":"))
+        if not colon:
+            raise ConfigError(
+                f"{name}: {where} is not `scope:token` (and the value is not an existing file)"
+            )
+        if scope.lower() not in _API_TOKEN_SCOPES:
+            raise ConfigError(f"{name}: {where} has an unknown scope; use read or write")
+        if not token:
+            raise ConfigError(f"{name}: {where} has an empty token")
+        if not token.isascii() or not token.isprintable() or " " in token:
+            raise ConfigError(f"{name}: {where} has a token that is not printable ASCII")
+        scope = _API_TOKEN_SCOPES[scope.lower()]
+        if scopes.setdefault(token, scope) != scope:
+            raise ConfigError(f"{name}: {where} repeats an earlier token with another scope")
+    return tuple(ApiToken(scope, token) for token, scope in scopes.items())
+
+
 @dataclass(frozen=True)
 class Config:
     database_url: str
@@ -46,9 +108,14 @@ class Config:
     bulk_statement_timeout_seconds: int = 600
     max_body_bytes: int = 1024 * 1024
     log_level: str = "INFO"
+    log_format: str = "text"
     expiry_enabled: bool = True
     expiry_interval_seconds: int = 10
     expiry_batch_size: int = 10000
+    # Not in the repr, so that logging a Config cannot show it.
+    metrics_token: str | None = field(default=None, repr=False)
+    # Not in the repr, so that logging a Config cannot show a token.
+    api_tokens: tuple[ApiToken, ...] = field(default=(), repr=False)
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str] = os.environ) -> "Config":
@@ -78,11 +145,14 @@ class Config:
             db_pool_wait_seconds=_integer(environ, "SEGSVC_DB_POOL_WAIT_SECONDS", 5, minimum=1),
             max_body_bytes=_integer(environ, "SEGSVC_MAX_BODY_BYTES", 1024 * 1024, minimum=1024),
             log_level=log_level,
+            log_format=_choice(environ, "SEGSVC_LOG_FORMAT", "text", {"text", "json"}),
             expiry_enabled=_boolean(environ, "SEGSVC_EXPIRY_ENABLED", True),
             expiry_interval_seconds=_integer(
                 environ, "SEGSVC_EXPIRY_INTERVAL_SECONDS", 10, minimum=1
             ),
             expiry_batch_size=_integer(environ, "SEGSVC_EXPIRY_BATCH_SIZE", 10000, minimum=1),
+            metrics_token=environ.get("SEGSVC_METRICS_TOKEN", "").strip() or None,
+            api_tokens=parse_api_tokens(environ.get("SEGSVC_API_TOKENS", "")),
         )
 
 

@@ -17,7 +17,7 @@ from flask import Flask, Response, current_app, g, request
 from psycopg2 import extensions
 from psycopg2.extensions import connection as Connection
 
-from . import queries
+from . import metrics, queries
 from .config import Config
 from .errors import DatabaseUnavailable, handle_database_error
 
@@ -65,6 +65,7 @@ class ConnectionPool:
             raise
         with self._lock:
             self._in_use += 1
+        metrics.DB_POOL_CONNECTIONS_IN_USE.inc()
         return connection
 
     def release(self, connection: Connection) -> None:
@@ -79,6 +80,7 @@ class ConnectionPool:
                 connection.autocommit = False
             with self._lock:
                 self._in_use -= 1
+                metrics.DB_POOL_CONNECTIONS_IN_USE.dec()
                 if reusable:
                     self._idle.append(connection)
                     return

@@ -7,13 +7,15 @@ and unexpected exceptions are translated here, so no view builds an error respon
 import json
 import logging
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 import psycopg2
 import psycopg2.errors
 from flask import Flask, Response
 from marshmallow import ValidationError
 from werkzeug.exceptions import HTTPException
+
+from .request_log import current_request_id
 
 PROBLEM_MIMETYPE = "application/problem+json"
 
@@ -26,6 +28,7 @@ class ServiceError(Exception):
     status = 500
     code = "internal_error"
     title = "Internal server error"
+    headers: ClassVar[Mapping[str, str]] = {}  # added to the response, e.g. WWW-Authenticate
 
     def __init__(self, detail: str, **extra: Any) -> None:
         super().__init__(detail)
@@ -72,6 +75,15 @@ class DatabaseTimeout(ServiceError):
     status, code, title = 503, "database_timeout", "Database timeout"
 
 
+class Unauthorized(ServiceError):
+    status, code, title = 401, "unauthorized", "Unauthorized"
+    headers: ClassVar[Mapping[str, str]] = {"WWW-Authenticate": "Bearer"}
+
+
+class Forbidden(ServiceError):
+    status, code, title = 403, "forbidden", "Forbidden"
+
+
 # Werkzeug's HTTP errors that can reach a client, mapped to our stable codes.
 _HTTP_CODES = {
     400: "bad_request",
@@ -91,13 +103,18 @@ def problem_response(status: int, code: str, title: str, detail: str, **extra: A
         "code": code,
         **extra,
     }
+    request_id = current_request_id()
+    if request_id is not None:
+        body["request_id"] = request_id
     return Response(
         json.dumps(body, separators=(",", ":")), status=status, mimetype=PROBLEM_MIMETYPE
     )
 
 
 def handle_service_error(error: ServiceError) -> Response:
-    return problem_response(error.status, error.code, error.title, error.detail, **error.extra)
+    response = problem_response(error.status, error.code, error.title, error.detail, **error.extra)
+    response.headers.update(error.headers)
+    return response
 
 
 def handle_validation_error(error: ValidationError) -> Response:

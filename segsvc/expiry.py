@@ -10,14 +10,16 @@ import time
 
 from psycopg2.extensions import connection as Connection
 
-from . import queries
+from . import metrics, queries
 from .db import ConnectionPool, transaction
 
 
 def expire_due_batch(connection: Connection, batch_size: int) -> int:
     """Ends up to `batch_size` memberships due by now; returns how many."""
     at = queries.fetch_one(connection, "change_time")["at"]
-    return queries.execute(connection, "expire_due_memberships", at=at, batch_size=batch_size)
+    expired = queries.execute(connection, "expire_due_memberships", at=at, batch_size=batch_size)
+    metrics.MEMBERSHIPS_EXPIRED.inc(expired)
+    return expired
 
 
 def expire_due_memberships(pool: ConnectionPool, batch_size: int) -> int:

@@ -22,6 +22,16 @@ wsgi_app = "wsgi:app"
 control_socket_disable = True
 
 
+def on_starting(server) -> None:
+    """Metrics files left by an earlier run would be summed into this one's."""
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if directory:
+        os.makedirs(directory, exist_ok=True)
+        for name in os.listdir(directory):
+            if name.endswith(".db"):
+                os.remove(os.path.join(directory, name))
+
+
 def post_worker_init(worker) -> None:
     """Each worker runs the expiry job on its own schedule (safe to run concurrently)."""
     from segsvc.scheduler import start_scheduler
@@ -33,3 +43,10 @@ def worker_exit(server, worker) -> None:
     from segsvc.scheduler import stop_scheduler
 
     stop_scheduler(worker.wsgi)
+
+
+def child_exit(server, worker) -> None:
+    """In the master, for every worker gone (even killed): its live gauges leave the sums."""
+    from segsvc.metrics import mark_worker_dead
+
+    mark_worker_dead(worker.pid)

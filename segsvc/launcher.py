@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
@@ -49,20 +50,29 @@ def ensure_database(admin_url: str, name: str) -> None:
 
 
 def serve(database_url: str) -> int:
-    """Runs gunicorn in its own session and relays stop signals to it; returns its exit code."""
-    environment = {**os.environ, "DATABASE_URL": database_url}
-    command = [sys.executable, "-m", "gunicorn", "-c", "python:segsvc.gunicorn_conf"]
-    gunicorn = subprocess.Popen(
-        command, cwd=PROJECT_DIRECTORY, env=environment, start_new_session=True
-    )
+    """Runs gunicorn in its own session and relays stop signals to it; returns its exit code.
 
-    def relay(signum: int, _frame: object) -> None:
-        log.info("received %s, stopping gunicorn", signal.Signals(signum).name)
-        gunicorn.terminate()
+    Its workers share their metrics through files in a directory of their own (unless
+    PROMETHEUS_MULTIPROC_DIR names one), removed when gunicorn has stopped.
+    """
+    with tempfile.TemporaryDirectory(prefix="segsvc-metrics-") as metrics_directory:
+        environment = {
+            "PROMETHEUS_MULTIPROC_DIR": metrics_directory,
+            **os.environ,
+            "DATABASE_URL": database_url,
+        }
+        command = [sys.executable, "-m", "gunicorn", "-c", "python:segsvc.gunicorn_conf"]
+        gunicorn = subprocess.Popen(
+            command, cwd=PROJECT_DIRECTORY, env=environment, start_new_session=True
+        )
 
-    signal.signal(signal.SIGINT, relay)
-    signal.signal(signal.SIGTERM, relay)
-    return gunicorn.wait()
+        def relay(signum: int, _frame: object) -> None:
+            log.info("received %s, stopping gunicorn", signal.Signals(signum).name)
+            gunicorn.terminate()
+
+        signal.signal(signal.SIGINT, relay)
+        signal.signal(signal.SIGTERM, relay)
+        return gunicorn.wait()
 
 
 def _stop_before_serving(signum: int, _frame: object) -> None:
@@ -73,7 +83,10 @@ def _stop_before_serving(signum: int, _frame: object) -> None:
 def main() -> int:
     signal.signal(signal.SIGTERM, _stop_before_serving)
     signal.signal(signal.SIGINT, _stop_before_serving)
-    configure_logging(os.environ.get("SEGSVC_LOG_LEVEL", "INFO").upper())
+    configure_logging(
+        os.environ.get("SEGSVC_LOG_LEVEL", "INFO").upper(),
+        os.environ.get("SEGSVC_LOG_FORMAT", "text").strip().lower(),
+    )
     # At INFO it logs every migration step; problems come at WARNING and above.
     logging.getLogger("yoyo").setLevel(logging.WARNING)
     with ExitStack() as stack:

@@ -13,12 +13,13 @@ from apispec.ext.marshmallow import MarshmallowPlugin
 from flask import Flask
 from marshmallow import Schema
 
-from . import schemas
+from . import auth, schemas
 
 View = TypeVar("View", bound=Callable[..., Any])
 
 OPENAPI_VERSION = "3.0.3"
 API_VERSION = "1.0.0"
+_SECURITY_SCHEME = "bearerAuth"
 _PATH_PARAMETER = re.compile(r"<(?:[a-z]+:)?([a-z_]+)>")
 
 _PATH_PARAMETERS = {
@@ -37,6 +38,8 @@ _STATUS_TEXT = {
     201: "Created",
     204: "No content",
     400: "Malformed JSON",
+    401: "Missing or unknown bearer token (only when the service is started with tokens)",
+    403: "The token's scope does not allow this call (a read token on a write)",
     404: "Not found",
     409: "Conflict",
     413: "Body too large",
@@ -89,6 +92,10 @@ def _response(status: int, schema: type[Schema] | None, content_type: str) -> di
         response["content"] = {"application/problem+json": {"schema": schemas.ProblemSchema}}
     elif schema is not None:
         response["content"] = {content_type: {"schema": schema}}
+    if status == 401:
+        response["headers"] = {
+            "WWW-Authenticate": {"description": "`Bearer`", "schema": {"type": "string"}}
+        }
     return response
 
 
@@ -117,6 +124,19 @@ def _operation_spec(declared: Mapping[str, Any], path_parameters: list[str]) -> 
     return spec
 
 
+def _secured(
+    operation_spec: dict[str, Any], rule: str, method: str, view: Callable[..., Any]
+) -> dict[str, Any]:
+    """/api/v1 needs a bearer token when tokens are configured, and may answer 401 and 403;
+    everything else is open (`security: []` overrides the document's requirement)."""
+    if not auth.is_protected(rule):
+        return {**operation_spec, "security": []}
+    responses = {**operation_spec["responses"], "401": _response(401, None, "")}
+    if auth.required_scope(method, view) == auth.WRITE:
+        responses["403"] = _response(403, None, "")
+    return {**operation_spec, "responses": responses}
+
+
 def build_spec(app: Flask) -> dict[str, Any]:
     spec = APISpec(
         title="segsvc",
@@ -124,6 +144,18 @@ def build_spec(app: Flask) -> dict[str, Any]:
         openapi_version=OPENAPI_VERSION,
         info={"description": "Dynamic user segmentation: segments, memberships and history."},
         plugins=[MarshmallowPlugin()],
+        security=[{_SECURITY_SCHEME: []}],
+    )
+    spec.components.security_scheme(
+        _SECURITY_SCHEME,
+        {
+            "type": "http",
+            "scheme": "bearer",
+            "description": (
+                "Needed under /api/v1 when the service is started with `SEGSVC_API_TOKENS`: "
+                "a read token allows GETs, report links and downloads; a write token everything."
+            ),
+        },
     )
     # Also registers AddItem, which only field metadata refers to.
     for schema, rules in schemas.OBJECT_RULES.items():
@@ -135,7 +167,12 @@ def build_spec(app: Flask) -> dict[str, Any]:
             continue
         path = _PATH_PARAMETER.sub(r"{\1}", rule.rule)
         operations = {
-            method.lower(): _operation_spec(declared, _PATH_PARAMETER.findall(rule.rule))
+            method.lower(): _secured(
+                _operation_spec(declared, _PATH_PARAMETER.findall(rule.rule)),
+                rule.rule,
+                method,
+                view,
+            )
             for method in sorted(rule.methods - {"HEAD", "OPTIONS"})
         }
         spec.path(path=path, operations=operations)

@@ -13,7 +13,7 @@ from typing import Any
 
 from psycopg2.extensions import connection as Connection
 
-from . import queries
+from . import metrics, queries
 
 BUCKETS = 10000
 
@@ -37,13 +37,14 @@ def enroll_new_users(connection: Connection, user_ids: Sequence[int], at: Any) -
     segments = queries.fetch_all(connection, "lock_auto_segments")
     if not segments:
         return
-    queries.execute(
+    enrolled = queries.execute(
         connection,
         "enroll_new_users",
         user_ids=list(user_ids),
         segment_ids=[row["segment_id"] for row in segments],
         at=at,
     )
+    metrics.AUTO_ENROLLMENTS.labels("registration").inc(enrolled)
 
 
 def change_percentage(
@@ -60,7 +61,7 @@ def change_percentage(
     """
     old_limit, new_limit = bucket_limit(old_percent), bucket_limit(new_percent)
     if new_limit > old_limit:
-        queries.execute(
+        enrolled = queries.execute(
             connection,
             "enroll_bucket_range",
             segment_id=segment["segment_id"],
@@ -69,6 +70,7 @@ def change_percentage(
             to_bucket=new_limit,
             at=at,
         )
+        metrics.AUTO_ENROLLMENTS.labels("ramp").inc(enrolled)
     elif new_limit < old_limit:
         queries.execute(
             connection,

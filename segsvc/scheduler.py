@@ -10,7 +10,7 @@ import time
 from apscheduler.schedulers.background import BackgroundScheduler
 from flask import Flask
 
-from . import expiry
+from . import expiry, metrics
 from .db import get_pool
 
 SCHEDULER_KEY = "segsvc.scheduler"
@@ -22,9 +22,16 @@ def run_expiry_job(app: Flask) -> int:
     """One run: ends every membership due now; returns how many."""
     config = app.config["SEGSVC"]
     started = time.perf_counter()
-    expired = expiry.expire_due_memberships(get_pool(app), config.expiry_batch_size)
+    outcome = "error"
+    try:
+        expired = expiry.expire_due_memberships(get_pool(app), config.expiry_batch_size)
+        outcome = "ok"
+    finally:
+        duration = time.perf_counter() - started
+        metrics.EXPIRY_RUNS.labels(outcome).inc()
+        metrics.EXPIRY_RUN_DURATION.observe(duration)
     if expired:
-        log.info("expired %d memberships in %.3fs", expired, time.perf_counter() - started)
+        log.info("expired %d memberships in %.3fs", expired, duration)
     return expired
 
 

@@ -301,6 +301,9 @@ class ProblemSchema(Schema):
         metadata={"description": "The slug, for `segment_not_found` and `segment_exists`."}
     )
     user_id = fields.Integer(metadata={"format": "int64", "description": "For `user_not_found`."})
+    request_id = fields.String(
+        metadata={"description": "The request's id, as in its `X-Request-ID` response header."}
+    )
 
 
 class HealthSchema(Schema):

@@ -7,7 +7,8 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, url_for
 
-from .. import expiry, reports, schemas
+from .. import expiry, metrics, reports, schemas
+from ..auth import allowed_for_read
 from ..db import get_pool
 from ..openapi import operation
 from . import dump, load_body, load_query
@@ -33,11 +34,13 @@ def _csv_chunks(
     writer = csv.writer(buffer, delimiter=";", lineterminator="\n")
     writer.writerow(header)
     writer.writerows(first)
+    metrics.REPORT_ROWS_STREAMED.inc(len(first))
     yield buffer.getvalue().encode()
     for rows in chunks:
         buffer.seek(0)
         buffer.truncate()
         writer.writerows(rows)
+        metrics.REPORT_ROWS_STREAMED.inc(len(rows))
         yield buffer.getvalue().encode()
 
 
@@ -97,8 +100,12 @@ def download_history() -> Response:
     body=schemas.ReportRequestSchema,
     responses={201: schemas.ReportLinkSchema, 400: None, 413: None, 415: None, 422: None},
     uses_database=False,
-    description="Any replica serves the link: nothing is stored, the CSV is made on download.",
+    description=(
+        "Any replica serves the link: nothing is stored, the CSV is made on download. "
+        "A read token may ask for it, and the link carries no secret: the caller sends its token."
+    ),
 )
+@allowed_for_read
 def create_report_link() -> Response:
     request = load_body(schemas.ReportRequestSchema)
     period = _period(request)

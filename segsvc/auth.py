@@ -1,0 +1,107 @@
+"""Bearer tokens for /api/v1 (`SEGSVC_API_TOKENS`): a `read` or a `write` scope per token.
+
+Without tokens the API is open. Tokens are compared as SHA-256 digests with
+`hmac.compare_digest` against every configured token, so neither a token's length nor which
+token matched shows in the timing, and no token is ever logged or answered.
+"""
+
+import hashlib
+import hmac
+import logging
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
+
+from flask import Flask, current_app, request
+
+from .config import ApiToken
+from .errors import Forbidden, Unauthorized
+
+View = TypeVar("View", bound=Callable[..., Any])
+
+API_PREFIX = "/api/v1"
+READ = "read"
+WRITE = "write"
+_READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+log = logging.getLogger(__name__)
+
+
+def allowed_for_read(view: View) -> View:
+    """Marks a non-GET view that a read token may call (it changes nothing)."""
+    view.allowed_for_read = True  # type: ignore[attr-defined]
+    return view
+
+
+def required_scope(method: str, view: Callable[..., Any] | None) -> str:
+    """The scope a call needs: reads and views marked `allowed_for_read` need `read`."""
+    if method in _READ_METHODS or getattr(view, "allowed_for_read", False):
+        return READ
+    return WRITE
+
+
+def is_protected(path: str) -> bool:
+    return path == API_PREFIX or path.startswith(API_PREFIX + "/")
+
+
+def _digest(token: bytes) -> bytes:
+    return hashlib.sha256(token).digest()
+
+
+class TokenChecker:
+    """Answers the scope of a presented token, or None when it is not a configured one."""
+
+    def __init__(self, tokens: Iterable[ApiToken]) -> None:
+        self._digests = [(_digest(token.token.encode("ascii")), token.scope) for token in tokens]
+
+    def __bool__(self) -> bool:
+        return bool(self._digests)
+
+    def scope_of(self, presented: str) -> str | None:
+        presented_digest = _digest(presented.encode("utf-8", "replace"))
+        matched = None
+        for digest, scope in self._digests:
+            if hmac.compare_digest(digest, presented_digest):
+                matched = scope
+        return matched
+
+
+def _bearer_token() -> str:
+    header = request.headers.get("Authorization", "")
+    if not header:
+        raise Unauthorized("This API needs an `Authorization: Bearer <token>` header.")
+    scheme, _, token = header.strip().partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        raise Unauthorized("The Authorization header must be `Bearer <token>`.")
+    return token
+
+
+def _authorize() -> None:
+    checker: TokenChecker = current_app.extensions["segsvc.auth"]
+    if not checker or not is_protected(request.path):
+        return
+    scope = checker.scope_of(_bearer_token())
+    if scope is None:
+        raise Unauthorized("The bearer token is not valid.")
+    view = current_app.view_functions.get(request.endpoint) if request.endpoint else None
+    if scope == READ and required_scope(request.method, view) == WRITE:
+        raise Forbidden("This token has the read scope; this call needs a write token.")
+
+
+def init_app(app: Flask) -> None:
+    checker = TokenChecker(app.config["SEGSVC"].api_tokens)
+    app.extensions["segsvc.auth"] = checker
+    if not checker:
+        log.warning(
+            "SEGSVC_API_TOKENS is not set: the API is open to anyone who can reach it; "
+            "set it to require bearer tokens"
+        )
+    else:
+        scopes = [token.scope for token in app.config["SEGSVC"].api_tokens]
+        log.info(
+            "API tokens required on %s: %d read, %d write",
+            API_PREFIX,
+            scopes.count(READ),
+            scopes.count(WRITE),
+        )
+    app.before_request(_authorize)

@@ -1,0 +1,162 @@
+"""Prometheus metrics: the metric objects, the request hooks and `GET /metrics`.
+
+Under gunicorn the launcher sets PROMETHEUS_MULTIPROC_DIR, so every worker writes its values to
+files there and a scrape of any worker sums them all (prometheus-client's multiprocess mode).
+Without it (tests, one process) the default registry is served. Domain modules only increment
+the counters below; figures about stored data are read from the database at scrape time.
+"""
+
+import hmac
+import logging
+import os
+import time
+
+import psycopg2
+from flask import Flask, Response, current_app, g, request
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
+
+from . import db, queries
+from .errors import ServiceError, problem_response
+from .openapi import operation
+
+MULTIPROCESS_DIRECTORY_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
+# Requests that match no route share one label, so a scan of random paths adds no series.
+UNMATCHED_ROUTE = "unmatched"
+
+log = logging.getLogger(__name__)
+
+HTTP_REQUESTS = Counter(
+    "segsvc_http_requests_total",
+    "HTTP requests answered, by method, route template and status.",
+    ["method", "route", "status"],
+)
+HTTP_REQUEST_DURATION = Histogram(
+    "segsvc_http_request_duration_seconds",
+    "Time to the response headers (a streamed body is not included), by route and status.",
+    ["method", "route", "status"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+DB_POOL_CONNECTIONS_IN_USE = Gauge(
+    "segsvc_db_pool_connections_in_use",
+    "Database connections borrowed from the pools of live workers.",
+    multiprocess_mode="livesum",
+)
+EXPIRY_RUNS = Counter(
+    "segsvc_expiry_job_runs_total",
+    "Runs of the scheduled expiry job, by outcome (ok or error).",
+    ["outcome"],
+)
+EXPIRY_RUN_DURATION = Histogram(
+    "segsvc_expiry_job_duration_seconds",
+    "Duration of the scheduled expiry job's runs.",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+)
+MEMBERSHIPS_EXPIRED = Counter(
+    "segsvc_memberships_expired_total",
+    "Memberships ended because they expired (by the job or before a report).",
+)
+REPORT_ROWS_STREAMED = Counter(
+    "segsvc_report_rows_streamed_total",
+    "History rows written to CSV reports.",
+)
+AUTO_ENROLLMENTS = Counter(
+    "segsvc_auto_enrollments_total",
+    "Automatic memberships added by percentage rollouts, by trigger (registration or ramp).",
+    ["trigger"],
+)
+
+
+def _route_label() -> str:
+    return request.url_rule.rule if request.url_rule is not None else UNMATCHED_ROUTE
+
+
+def _start_timer() -> None:
+    g.metrics_started = time.perf_counter()
+
+
+def _count_request(response: Response) -> Response:
+    labels = (request.method, _route_label(), str(response.status_code))
+    HTTP_REQUESTS.labels(*labels).inc()
+    started = g.get("metrics_started")
+    if started is not None:
+        HTTP_REQUEST_DURATION.labels(*labels).observe(time.perf_counter() - started)
+    return response
+
+
+def _database_figures() -> str:
+    """Active segments (exact: a small table) and memberships (the planner's estimate, free at
+    any size), in the text format. Left out when the database does not answer, so the rest of
+    the metrics still reach Prometheus."""
+    try:
+        connection = db.get_connection()
+        segments = queries.fetch_one(connection, "count_active_segments")["segments"]
+        memberships = queries.fetch_one(connection, "estimate_memberships")["memberships"]
+    except (psycopg2.Error, ServiceError) as error:
+        log.warning("metrics without database figures: %s", str(error).strip())
+        return ""
+    return (
+        "# HELP segsvc_segments Active (not deleted) segments.\n"
+        "# TYPE segsvc_segments gauge\n"
+        f"segsvc_segments {segments}\n"
+        "# HELP segsvc_memberships Memberships, estimated from PostgreSQL's statistics.\n"
+        "# TYPE segsvc_memberships gauge\n"
+        f"segsvc_memberships {memberships}\n"
+    )
+
+
+def _authorized(token: str | None) -> bool:
+    if token is None:
+        return True
+    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(
+        given.strip().encode(), token.encode()
+    )
+
+
+@operation(
+    "Metrics in the Prometheus text format",
+    tag="operations",
+    responses={200: None, 401: None},
+    content_type="text/plain",
+    uses_database=False,
+    description=(
+        "Summed over every worker of this instance. When SEGSVC_METRICS_TOKEN is set, it "
+        "requires `Authorization: Bearer <token>`. Segment and membership figures are left "
+        "out while the database does not answer."
+    ),
+)
+def serve_metrics() -> Response:
+    if not _authorized(current_app.config["SEGSVC"].metrics_token):
+        response = problem_response(
+            401, "unauthorized", "Unauthorized", "This endpoint requires a bearer token."
+        )
+        response.headers["WWW-Authenticate"] = "Bearer"
+        return response
+    if MULTIPROCESS_DIRECTORY_VARIABLE in os.environ:
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry)
+    else:
+        registry = REGISTRY
+    body = generate_latest(registry).decode() + _database_figures()
+    return Response(body, content_type=CONTENT_TYPE_LATEST)
+
+
+def mark_worker_dead(pid: int) -> None:
+    """Drops a gone worker's live gauges (its counters keep counting in the sum)."""
+    if MULTIPROCESS_DIRECTORY_VARIABLE in os.environ:
+        mark_process_dead(pid)
+
+
+def init_app(app: Flask) -> None:
+    app.before_request(_start_timer)
+    app.after_request(_count_request)
+    app.add_url_rule("/metrics", "metrics", serve_metrics, methods=["GET"])

@@ -1,0 +1,137 @@
+"""Structured logs and request ids: every line of a request carries its id, and so do errors."""
+
+import io
+import json
+import logging
+import re
+from collections.abc import Iterator
+
+import pytest
+
+from segsvc import create_app, db
+from segsvc.config import Config
+from segsvc.request_log import build_handler
+
+GENERATED_ID = re.compile(r"[0-9a-f]{32}")
+
+
+@pytest.fixture
+def json_app(config: Config) -> Iterator:
+    app = create_app(Config(database_url=config.database_url, log_format="json"))
+    try:
+        yield app
+    finally:
+        db.close_pools(app)
+
+
+@pytest.fixture
+def captured() -> Iterator[io.StringIO]:
+    """What the service's JSON handler would print, captured."""
+    stream = io.StringIO()
+    handler = build_handler("json", stream)
+    root = logging.getLogger()
+    root.addHandler(handler)
+    try:
+        yield stream
+    finally:
+        root.removeHandler(handler)
+
+
+def lines(stream: io.StringIO) -> list[dict]:
+    return [json.loads(line) for line in stream.getvalue().splitlines()]
+
+
+def access_lines(stream: io.StringIO) -> list[dict]:
+    return [line for line in lines(stream) if line["logger"] == "segsvc.access"]
+
+
+def test_access_lines_are_json_objects_with_the_request_fields(json_app, captured):
+    client = json_app.test_client()
+    client.post("/api/v1/segments", json={"slug": "A"}, headers={"User-Agent": "probe/1.0"})
+    client.get("/api/v1/users/1000/segments")
+    client.get("/api/v1/nowhere")
+    first, second, third = access_lines(captured)
+    assert first["level"] == "INFO"
+    assert first["time"].endswith("Z")
+    assert first["method"] == "POST"
+    assert first["route"] == "/api/v1/segments"
+    assert first["status"] == 201
+    assert first["user_agent"] == "probe/1.0"
+    assert first["duration_ms"] >= 0
+    assert GENERATED_ID.fullmatch(first["request_id"])
+    assert second["route"] == "/api/v1/users/<user_id>/segments"
+    assert second["path"] == "/api/v1/users/1000/segments"
+    assert "route" not in third
+    assert third["status"] == 404
+    assert len({line["request_id"] for line in (first, second, third)}) == 3
+
+
+def test_an_incoming_request_id_is_echoed_logged_and_put_in_problems(json_app, captured):
+    client = json_app.test_client()
+    response = client.get("/api/v1/segments/NOPE", headers={"X-Request-ID": "checkout-42.a_b"})
+    assert response.headers["X-Request-ID"] == "checkout-42.a_b"
+    assert response.get_json()["request_id"] == "checkout-42.a_b"
+    assert access_lines(captured)[-1]["request_id"] == "checkout-42.a_b"
+
+
+@pytest.mark.parametrize(
+    "hostile",
+    [
+        "evil\r\nX-Injected: 1",
+        'fake\n{"level": "ERROR"}',
+        "x" * 129,
+        "two words",
+        "\u0438\u0434",
+        "",
+        "\x00\x1b[31m",
+    ],
+)
+def test_a_hostile_request_id_is_replaced_and_never_logged(json_app, captured, hostile):
+    client = json_app.test_client()
+    environ = {"HTTP_X_REQUEST_ID": hostile}
+    response = client.get("/api/v1/users/1/segments", environ_base=environ)
+    echoed = response.headers["X-Request-ID"]
+    assert GENERATED_ID.fullmatch(echoed)
+    assert access_lines(captured)[-1]["request_id"] == echoed
+    if hostile:
+        assert hostile not in captured.getvalue()
+
+
+def test_an_unhandled_error_is_logged_once_with_its_traceback_and_its_request_id(
+    json_app, captured
+):
+    @json_app.get("/boom")
+    def boom():
+        raise RuntimeError("secret internals")
+
+    boom.openapi_operation = None
+    json_app.config["PROPAGATE_EXCEPTIONS"] = False
+    response = json_app.test_client().get("/boom", headers={"X-Request-ID": "boom-1"})
+    assert response.status_code == 500
+    body = response.get_json()
+    assert body["code"] == "internal_error"
+    assert body["request_id"] == "boom-1"
+    assert "secret internals" not in response.get_data(as_text=True)
+    errors = [line for line in lines(captured) if line["level"] == "ERROR"]
+    assert len(errors) == 1
+    assert errors[0]["request_id"] == "boom-1"
+    assert "RuntimeError: secret internals" in errors[0]["exception"]
+
+
+def test_text_lines_carry_the_request_id_too(client):
+    stream = io.StringIO()
+    handler = build_handler("text", stream)
+    root = logging.getLogger()
+    root.addHandler(handler)
+    try:
+        client.get("/healthz", headers={"X-Request-ID": "text-7"})
+    finally:
+        root.removeHandler(handler)
+    assert "[text-7]: GET /healthz 200" in stream.getvalue()
+
+
+def test_a_bad_log_format_stops_the_service():
+    from segsvc.config import ConfigError
+
+    with pytest.raises(ConfigError, match="SEGSVC_LOG_FORMAT"):
+        Config.from_environ({"DATABASE_URL": "x", "SEGSVC_LOG_FORMAT": "xml"})
