@@ -5,9 +5,11 @@ PostgreSQL is started for the session in a temporary directory and deleted after
 """
 
 import contextlib
+import dataclasses
 import itertools
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg2
@@ -99,13 +101,26 @@ def config(database_url_for_test: str) -> Config:
 
 
 @pytest.fixture
-def app(config: Config) -> Iterator[Flask]:
-    app = create_app(config)
-    app.config["TESTING"] = True
+def make_app(config: Config) -> Iterator[Callable[..., Flask]]:
+    """Builds apps on the test database, with settings changed from `config`; closes their pools."""
+    apps: list[Flask] = []
+
+    def build(**settings: Any) -> Flask:
+        app = create_app(dataclasses.replace(config, **settings))
+        app.config["TESTING"] = True
+        apps.append(app)
+        return app
+
     try:
-        yield app
+        yield build
     finally:
-        db.close_pools(app)
+        for app in apps:
+            db.close_pools(app)
+
+
+@pytest.fixture
+def app(make_app: Callable[..., Flask]) -> Flask:
+    return make_app()
 
 
 @pytest.fixture

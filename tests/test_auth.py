@@ -1,8 +1,7 @@
 """Bearer tokens on /api/v1 (`SEGSVC_API_TOKENS`): open when unset, else read and write scopes."""
 
-import dataclasses
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable
 
 import pytest
 from flask import Flask
@@ -20,13 +19,8 @@ WRITE = {"Authorization": f"Bearer {WRITE_TOKEN}"}
 
 
 @pytest.fixture
-def secured_app(config: Config) -> Iterator[Flask]:
-    app = create_app(dataclasses.replace(config, api_tokens=parse_api_tokens(TOKENS)))
-    app.config["TESTING"] = True
-    try:
-        yield app
-    finally:
-        db.close_pools(app)
+def secured_app(make_app: Callable[..., Flask]) -> Flask:
+    return make_app(api_tokens=parse_api_tokens(TOKENS))
 
 
 @pytest.fixture

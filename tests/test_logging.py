@@ -8,7 +8,6 @@ from collections.abc import Iterator
 
 import pytest
 
-from segsvc import create_app, db
 from segsvc.config import Config
 from segsvc.request_log import build_handler
 
@@ -16,12 +15,8 @@ GENERATED_ID = re.compile(r"[0-9a-f]{32}")
 
 
 @pytest.fixture
-def json_app(config: Config) -> Iterator:
-    app = create_app(Config(database_url=config.database_url, log_format="json"))
-    try:
-        yield app
-    finally:
-        db.close_pools(app)
+def json_app(make_app):
+    return make_app(log_format="json")
 
 
 @pytest.fixture
