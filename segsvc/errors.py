@@ -36,10 +36,6 @@ class ServiceError(Exception):
         self.extra = extra
 
 
-class BadRequest(ServiceError):
-    status, code, title = 400, "bad_request", "Bad request"
-
-
 class MalformedJson(ServiceError):
     status, code, title = 400, "malformed_json", "Malformed JSON"
 

@@ -16,7 +16,7 @@ from .db import ConnectionPool, transaction
 
 def expire_due_batch(connection: Connection, batch_size: int) -> int:
     """Ends up to `batch_size` memberships due by now; returns how many."""
-    at = queries.fetch_one(connection, "change_time")["at"]
+    at = queries.change_time(connection)
     expired = queries.execute(connection, "expire_due_memberships", at=at, batch_size=batch_size)
     metrics.MEMBERSHIPS_EXPIRED.inc(expired)
     return expired
@@ -42,7 +42,7 @@ def settle_all_due(pool: ConnectionPool, batch_size: int, wait_seconds: float) -
     A report calls this first, so that it reads the same whatever the job's timing.
     """
     with transaction(pool) as connection:
-        started = queries.fetch_one(connection, "change_time")["at"]
+        started = queries.change_time(connection)
     deadline = time.monotonic() + wait_seconds
     total = expire_due_memberships(pool, batch_size)
     while _due_remain(pool, started) and time.monotonic() < deadline:

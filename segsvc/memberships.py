@@ -34,7 +34,7 @@ def change_user_segments(
         raise SegmentNotFound(f"No active segment for: {', '.join(unknown)}.", slugs=unknown)
 
     queries.fetch_all(connection, "lock_user_memberships", user_id=user_id)
-    at = queries.fetch_one(connection, "change_time")["at"]
+    at = queries.change_time(connection)
     _reject_past_expiries(add, at)
     queries.execute(connection, "settle_expired_user_memberships", user_id=user_id, at=at)
     if remove:

@@ -45,7 +45,7 @@ _STATUS_TEXT = {
     413: "Body too large",
     415: "Body is not JSON",
     422: "Validation failed",
-    503: "Database unavailable",
+    503: "Database unavailable or too slow (`database_unavailable`, `database_timeout`)",
 }
 
 

@@ -61,6 +61,12 @@ def execute(connection: Connection, name: str, **params: Any) -> int:
         return cursor.rowcount
 
 
+def change_time(connection: Connection) -> Any:
+    """The database clock now. Read once per change, after its locks are held, so that a later
+    change never gets an earlier time; every row of the change is stamped with it."""
+    return fetch_one(connection, "change_time")["at"]
+
+
 def open_server_cursor(connection: Connection, name: str, chunk_rows: int, **params: Any) -> Any:
     """A named (server-side) cursor: rows come `chunk_rows` at a time, never all at once.
 

@@ -24,7 +24,7 @@ def create_segment(
     if created is None:
         raise SegmentExists(f"An active segment {slug!r} already exists.", slug=slug)
     if auto_percent:
-        at = queries.fetch_one(connection, "change_time")["at"]
+        at = queries.change_time(connection)
         rollout.change_percentage(connection, created, 0, auto_percent, at)
     return get_segment(connection, slug)
 
@@ -76,7 +76,7 @@ def update_segment(connection: Connection, slug: str, changes: dict[str, Any]) -
         description=changes.get("description", segment["description"]),
     )
     if new_percent != segment["auto_percent"]:
-        at = queries.fetch_one(connection, "change_time")["at"]
+        at = queries.change_time(connection)
         _settle_expired(connection, segment["segment_id"], at)
         rollout.change_percentage(connection, segment, segment["auto_percent"], new_percent, at)
     return get_segment(connection, slug)
@@ -89,7 +89,7 @@ def delete_segment(connection: Connection, slug: str) -> None:
     segment either finishes first (and its members are removed here) or sees it gone.
     """
     segment_id = _lock_active_segment(connection, slug)["segment_id"]
-    at = queries.fetch_one(connection, "change_time")["at"]
+    at = queries.change_time(connection)
     _settle_expired(connection, segment_id, at)
     queries.execute(connection, "remove_all_segment_members", segment_id=segment_id, at=at)
     queries.execute(connection, "mark_segment_deleted", segment_id=segment_id, at=at)

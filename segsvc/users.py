@@ -17,7 +17,7 @@ def register_users(connection: Connection, user_ids: Sequence[int]) -> int:
         row["user_id"] for row in queries.fetch_all(connection, "register_users", user_ids=user_ids)
     ]
     if registered:
-        at = queries.fetch_one(connection, "change_time")["at"]
+        at = queries.change_time(connection)
         rollout.enroll_new_users(connection, registered, at)
     return len(registered)
 
@@ -46,7 +46,7 @@ def delete_user(connection: Connection, user_id: int) -> None:
     if queries.fetch_one(connection, "lock_user_for_deletion", user_id=user_id) is None:
         raise UserNotFound(f"User {user_id} is not registered.", user_id=user_id)
     queries.fetch_all(connection, "lock_user_memberships", user_id=user_id)
-    at = queries.fetch_one(connection, "change_time")["at"]
+    at = queries.change_time(connection)
     queries.execute(connection, "settle_expired_user_memberships", user_id=user_id, at=at)
     queries.execute(connection, "remove_all_user_memberships", user_id=user_id, at=at)
     queries.execute(connection, "delete_user", user_id=user_id)
