@@ -9,6 +9,7 @@ import dataclasses
 import itertools
 import os
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -16,6 +17,7 @@ import psycopg2
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from serving import WORKERS, Launcher, free_port
 
 from segsvc import create_app, db
 from segsvc.config import Config
@@ -160,3 +162,31 @@ class SqlRunner:
 
     def close(self) -> None:
         self._connection.close()
+
+
+@pytest.fixture
+def start_launcher(tmp_path: Path) -> Iterator[Callable[..., Launcher]]:
+    """Starts the launcher with PORT, SEGSVC_WORKERS and the given variables (None unsets)."""
+    launchers: list[Launcher] = []
+
+    def start(**variables: str | None) -> Launcher:
+        environ = {
+            **os.environ,
+            "PORT": str(free_port()),
+            "SEGSVC_WORKERS": str(WORKERS),
+            "SEGSVC_LOG_LEVEL": "INFO",
+        }
+        for name, value in variables.items():
+            if value is None:
+                environ.pop(name, None)
+            else:
+                environ[name] = value
+        launcher = Launcher(environ, tmp_path / f"launcher-{len(launchers)}.log")
+        launchers.append(launcher)
+        return launcher
+
+    try:
+        yield start
+    finally:
+        for launcher in launchers:
+            launcher.kill_leftovers()

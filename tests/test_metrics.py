@@ -10,8 +10,8 @@ from collections.abc import Callable
 
 from flask import Flask
 from prometheus_client.parser import text_string_to_metric_families
+from serving import Launcher, http
 from support import change_segments, create_segment, expire_membership
-from test_serving import Launcher, http, start_launcher  # noqa: F401 (a fixture)
 
 from segsvc import create_app, db, scheduler
 from segsvc.config import Config
@@ -152,7 +152,7 @@ def test_a_metrics_token_is_required_when_one_is_set(config: Config):
 
 
 def test_served_metrics_add_up_over_every_worker(
-    start_launcher: Callable[..., Launcher],  # noqa: F811
+    start_launcher: Callable[..., Launcher],
     database_url_for_test: str,
 ):
     launcher = start_launcher(
