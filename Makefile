@@ -20,7 +20,9 @@ $(VENV)/.dev-installed: $(VENV)/.runtime-installed
 run: $(VENV)/.runtime-installed
 	$(BIN)/python -m segsvc.launcher
 
+# tests/test_proxy.py runs deploy/nginx.conf with nginx from Debian's packages.
 test: $(VENV)/.dev-installed
+	command -v nginx >/dev/null || test -x /usr/sbin/nginx || { apt-get update -qq && apt-get install -y -qq nginx; }
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # The read and write paths against a bare Flask "ceiling", with wrk (installed from Debian's

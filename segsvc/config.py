@@ -7,6 +7,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import NamedTuple
+from urllib.parse import urlsplit
 
 
 class ConfigError(ValueError):
@@ -42,6 +43,33 @@ def _integer(environ: Mapping[str, str], name: str, default: int, minimum: int) 
     if value < minimum:
         raise ConfigError(f"{name} must be at least {minimum}, got {value}")
     return value
+
+
+def _max_body_bytes(environ: Mapping[str, str]) -> int:
+    """Read by the app (413 beyond it) and by the gunicorn worker (how much it buffers)."""
+    return _integer(environ, "SEGSVC_MAX_BODY_BYTES", 1024 * 1024, minimum=1024)
+
+
+def parse_public_url(value: str) -> str | None:
+    """`SEGSVC_PUBLIC_URL`: where clients reach the service (`https://segsvc.example/prefix`).
+
+    Links the service hands out start with it; without it they are relative, so that a `Host`
+    header never reaches a link.
+    """
+    value = value.strip()
+    if not value:
+        return None
+    name = "SEGSVC_PUBLIC_URL"
+    parts = urlsplit(value)
+    if parts.scheme not in {"http", "https"} or not parts.hostname:
+        raise ConfigError(f"{name} must be an absolute http(s) URL, got {value!r}")
+    if parts.username or parts.password or parts.query or parts.fragment:
+        raise ConfigError(f"{name} must have no user, query or fragment, got {value!r}")
+    if not value.isascii() or any(
+        not character.isprintable() or character == " " for character in value
+    ):
+        raise ConfigError(f"{name} must be printable ASCII without spaces, got {value!r}")
+    return value.rstrip("/")
 
 
 _API_TOKEN_SCOPES = {"read": "read", "reader": "read", "write": "write", "writer": "write"}
@@ -106,7 +134,10 @@ class Config:
     db_connect_timeout_seconds: int = 2
     statement_timeout_seconds: int = 5
     bulk_statement_timeout_seconds: int = 600
+    idle_in_transaction_timeout_seconds: int = 60
     max_body_bytes: int = 1024 * 1024
+    report_streams_max: int = 2
+    public_url: str | None = None
     log_level: str = "INFO"
     log_format: str = "text"
     expiry_enabled: bool = True
@@ -142,8 +173,13 @@ class Config:
             bulk_statement_timeout_seconds=_integer(
                 environ, "SEGSVC_BULK_STATEMENT_TIMEOUT_SECONDS", 600, minimum=1
             ),
+            idle_in_transaction_timeout_seconds=_integer(
+                environ, "SEGSVC_IDLE_IN_TRANSACTION_TIMEOUT_SECONDS", 60, minimum=1
+            ),
             db_pool_wait_seconds=_integer(environ, "SEGSVC_DB_POOL_WAIT_SECONDS", 5, minimum=1),
-            max_body_bytes=_integer(environ, "SEGSVC_MAX_BODY_BYTES", 1024 * 1024, minimum=1024),
+            max_body_bytes=_max_body_bytes(environ),
+            report_streams_max=_integer(environ, "SEGSVC_REPORT_STREAMS_MAX", 2, minimum=1),
+            public_url=parse_public_url(environ.get("SEGSVC_PUBLIC_URL", "")),
             log_level=log_level,
             log_format=_choice(environ, "SEGSVC_LOG_FORMAT", "text", {"text", "json"}),
             expiry_enabled=_boolean(environ, "SEGSVC_EXPIRY_ENABLED", True),
@@ -164,6 +200,9 @@ class ServeConfig:
     workers: int
     threads: int
     worker_timeout_seconds: int
+    request_read_timeout_seconds: int
+    send_timeout_seconds: int
+    max_body_bytes: int
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str] = os.environ) -> "ServeConfig":
@@ -180,4 +219,9 @@ class ServeConfig:
                 _integer(environ, "SEGSVC_STATEMENT_TIMEOUT_SECONDS", 5, minimum=1) + 10,
                 minimum=1,
             ),
+            request_read_timeout_seconds=_integer(
+                environ, "SEGSVC_REQUEST_READ_TIMEOUT_SECONDS", 15, minimum=1
+            ),
+            send_timeout_seconds=_integer(environ, "SEGSVC_SEND_TIMEOUT_SECONDS", 30, minimum=1),
+            max_body_bytes=_max_body_bytes(environ),
         )

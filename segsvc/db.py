@@ -10,7 +10,7 @@ import logging
 import os
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 
 import psycopg2
 from flask import Flask, Response, current_app, g, request
@@ -22,8 +22,6 @@ from .config import Config
 from .errors import DatabaseUnavailable, handle_database_error
 
 APPLICATION_NAME = "segsvc"
-# A transaction left open this long (a bug, a stuck client) is ended by the server.
-IDLE_IN_TRANSACTION_TIMEOUT_MS = 60_000
 READ_ONLY_METHODS = frozenset({"GET", "HEAD"})
 
 log = logging.getLogger(__name__)
@@ -48,8 +46,10 @@ class ConnectionPool:
             config.database_url,
             application_name=APPLICATION_NAME,
             connect_timeout=config.db_connect_timeout_seconds,
+            # A transaction left open too long (a bug, a stuck request) is ended by the server.
             options=f"-c statement_timeout={config.statement_timeout_seconds * 1000}"
-            f" -c idle_in_transaction_session_timeout={IDLE_IN_TRANSACTION_TIMEOUT_MS}",
+            " -c idle_in_transaction_session_timeout="
+            f"{config.idle_in_transaction_timeout_seconds * 1000}",
         )
 
     def acquire(self) -> Connection:
@@ -69,15 +69,21 @@ class ConnectionPool:
         return connection
 
     def release(self, connection: Connection) -> None:
-        """Takes a connection back; one that is broken or mid-transaction is closed instead."""
+        """Takes a connection back; one that is broken or mid-transaction is closed instead.
+
+        Never raises, and always frees the slot: a slot lost here would be lost for good.
+        """
         try:
             broken = bool(connection.closed)
-            reusable = (
-                not broken
-                and connection.info.transaction_status == extensions.TRANSACTION_STATUS_IDLE
-            )
-            if reusable:
-                connection.autocommit = False
+            try:
+                reusable = (
+                    not broken
+                    and connection.info.transaction_status == extensions.TRANSACTION_STATUS_IDLE
+                )
+                if reusable:
+                    connection.autocommit = False
+            except psycopg2.Error:
+                broken, reusable = True, False
             with self._lock:
                 self._in_use -= 1
                 metrics.DB_POOL_CONNECTIONS_IN_USE.dec()
@@ -87,7 +93,8 @@ class ConnectionPool:
                 stale = self._idle if broken else []
                 self._idle = [] if broken else self._idle
             for dropped in [connection, *stale]:
-                dropped.close()
+                with suppress(psycopg2.Error):
+                    dropped.close()
             if broken:
                 log.warning("a database connection broke; %d idle ones dropped", len(stale))
         finally:
@@ -123,11 +130,27 @@ def close_pools(app: Flask) -> None:
 
 @contextmanager
 def transaction(pool: ConnectionPool) -> Iterator[Connection]:
-    """One transaction outside a request (jobs, scripts): commit on success, else roll back."""
+    """One transaction outside a request (jobs, streams): commit on success, else roll back.
+
+    The connection goes back to the pool whatever happens, also when the commit or the
+    rollback fails because the server ended the session.
+    """
     connection = pool.acquire()
     try:
         with connection:
             yield connection
+    finally:
+        pool.release(connection)
+
+
+@contextmanager
+def single_statement(pool: ConnectionPool) -> Iterator[Connection]:
+    """A connection for reads outside a request, each statement its own transaction (autocommit:
+    no COMMIT round trip, and nothing left open when the caller pauses)."""
+    connection = pool.acquire()
+    try:
+        connection.autocommit = True
+        yield connection
     finally:
         pool.release(connection)
 

@@ -4,9 +4,10 @@ Domain code raises `ServiceError` subclasses; HTTP-level errors (unknown route, 
 and unexpected exceptions are translated here, so no view builds an error response itself.
 """
 
+import heapq
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 import psycopg2
@@ -18,6 +19,9 @@ from werkzeug.exceptions import HTTPException
 from .request_log import current_request_id
 
 PROBLEM_MIMETYPE = "application/problem+json"
+# Entries a problem lists in `errors` or `slugs`; `errors_omitted` or `slugs_omitted` counts the
+# rest, so a hostile body cannot make an answer larger than itself.
+MAX_LISTED_ENTRIES = 100
 
 log = logging.getLogger(__name__)
 
@@ -44,11 +48,53 @@ class UnsupportedMediaType(ServiceError):
     status, code, title = 415, "unsupported_media_type", "Unsupported media type"
 
 
+def listed(name: str, entries: Sequence[Any]) -> dict[str, Any]:
+    """`{name: the first MAX_LISTED_ENTRIES}`, with `<name>_omitted` counting the rest if any."""
+    return {name: list(entries[:MAX_LISTED_ENTRIES]), **_omitted(name, len(entries))}
+
+
+def _omitted(name: str, count: int) -> dict[str, int]:
+    return {f"{name}_omitted": count - MAX_LISTED_ENTRIES} if count > MAX_LISTED_ENTRIES else {}
+
+
+def _key_order(key: Any) -> tuple[int, Any]:
+    """List items (int keys) by index, then fields by name."""
+    return (0, key) if isinstance(key, int) else (1, str(key))
+
+
+def _count_errors(errors: Mapping[Any, Any]) -> int:
+    """Fields with messages, however deep: list items nest under their index."""
+    return sum(
+        _count_errors(value) if isinstance(value, Mapping) else 1 for value in errors.values()
+    )
+
+
+def _first_errors(errors: Mapping[Any, Any], room: int) -> dict[Any, Any]:
+    """The first `room` fields with messages by field path. Ordered, since marshmallow lists
+    unknown fields in no fixed order; `nsmallest`, since there may be 80,000 of them."""
+    kept: dict[Any, Any] = {}
+    for key in heapq.nsmallest(room, errors, key=_key_order):
+        if room == 0:
+            break
+        value = errors[key]
+        if isinstance(value, Mapping):
+            value = _first_errors(value, room)
+            room -= _count_errors(value)
+        else:
+            room -= 1
+        kept[key] = value
+    return kept
+
+
 class InputInvalid(ServiceError):
     status, code, title = 422, "validation_failed", "Validation failed"
 
-    def __init__(self, errors: Mapping[str, Any]) -> None:
-        super().__init__("The request has invalid fields; see `errors`.", errors=errors)
+    def __init__(self, errors: Mapping[Any, Any]) -> None:
+        super().__init__(
+            "The request has invalid fields; see `errors`.",
+            errors=_first_errors(errors, MAX_LISTED_ENTRIES),
+            **_omitted("errors", _count_errors(errors)),
+        )
 
 
 class SegmentNotFound(ServiceError):
@@ -69,6 +115,11 @@ class DatabaseUnavailable(ServiceError):
 
 class DatabaseTimeout(ServiceError):
     status, code, title = 503, "database_timeout", "Database timeout"
+
+
+class TooManyReports(ServiceError):
+    status, code, title = 503, "too_many_reports", "Too many report downloads"
+    headers: ClassVar[Mapping[str, str]] = {"Retry-After": "10"}
 
 
 class Unauthorized(ServiceError):

@@ -9,7 +9,8 @@ _serve = ServeConfig.from_environ(os.environ)
 bind = f"0.0.0.0:{_serve.port}"
 workers = _serve.workers
 threads = _serve.threads
-worker_class = "gthread"
+# gthread, with requests read whole by the event loop before a thread serves them.
+worker_class = "segsvc.gunicorn_worker.BufferingThreadWorker"
 timeout = _serve.worker_timeout_seconds
 graceful_timeout = 10
 keepalive = 5

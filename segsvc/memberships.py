@@ -6,7 +6,7 @@ from typing import Any
 from psycopg2.extensions import connection as Connection
 
 from . import queries, users
-from .errors import InputInvalid, SegmentNotFound
+from .errors import InputInvalid, SegmentNotFound, listed
 
 
 def user_segments(connection: Connection, user_id: int) -> list[dict[str, Any]]:
@@ -31,7 +31,7 @@ def change_user_segments(
     segment_ids = {row["slug"]: row["segment_id"] for row in found}
     unknown = sorted(set(slugs) - segment_ids.keys())
     if unknown:
-        raise SegmentNotFound(f"No active segment for: {', '.join(unknown)}.", slugs=unknown)
+        raise _segments_not_found(unknown)
 
     queries.fetch_all(connection, "lock_user_memberships", user_id=user_id)
     at = queries.change_time(connection)
@@ -56,6 +56,12 @@ def change_user_segments(
             at=at,
         )
     return user_segments(connection, user_id)
+
+
+def _segments_not_found(unknown: list[str]) -> SegmentNotFound:
+    shown = listed("slugs", unknown)
+    more = f" and {shown['slugs_omitted']} more" if "slugs_omitted" in shown else ""
+    return SegmentNotFound(f"No active segment for: {', '.join(shown['slugs'])}{more}.", **shown)
 
 
 def _reject_past_expiries(add: Sequence[dict[str, Any]], at: Any) -> None:

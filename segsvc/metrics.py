@@ -29,8 +29,11 @@ from .errors import ServiceError, problem_response
 from .openapi import operation
 
 MULTIPROCESS_DIRECTORY_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
-# Requests that match no route share one label, so a scan of random paths adds no series.
+# Requests that match no route share one label, so a scan of random paths adds no series; so do
+# requests with a method no route takes (any token is a method in HTTP).
 UNMATCHED_ROUTE = "unmatched"
+OTHER_METHOD = "other"
+_ROUTED_METHODS = "segsvc.metrics.routed_methods"
 
 log = logging.getLogger(__name__)
 
@@ -79,12 +82,23 @@ def _route_label() -> str:
     return request.url_rule.rule if request.url_rule is not None else UNMATCHED_ROUTE
 
 
+def _method_label() -> str:
+    """Read from the URL map at the first request: Flask allows no new routes after it."""
+    routed = current_app.extensions.get(_ROUTED_METHODS)
+    if routed is None:
+        routed = frozenset(
+            method for rule in current_app.url_map.iter_rules() for method in rule.methods or ()
+        )
+        current_app.extensions[_ROUTED_METHODS] = routed
+    return request.method if request.method in routed else OTHER_METHOD
+
+
 def _start_timer() -> None:
     g.metrics_started = time.perf_counter()
 
 
 def _count_request(response: Response) -> Response:
-    labels = (request.method, _route_label(), str(response.status_code))
+    labels = (_method_label(), _route_label(), str(response.status_code))
     HTTP_REQUESTS.labels(*labels).inc()
     started = g.get("metrics_started")
     if started is not None:

@@ -54,6 +54,13 @@ def fetch_all(connection: Connection, name: str, **params: Any) -> list[dict[str
         return cursor.fetchall()
 
 
+def fetch_rows(connection: Connection, name: str, **params: Any) -> list[tuple]:
+    """Rows as plain tuples: for many rows (report pages), where dicts would cost more."""
+    with connection.cursor() as cursor:
+        cursor.execute(load_queries()[name], params)
+        return cursor.fetchall()
+
+
 def execute(connection: Connection, name: str, **params: Any) -> int:
     """Runs a statement and returns the number of rows it affected."""
     with connection.cursor() as cursor:
@@ -65,14 +72,3 @@ def change_time(connection: Connection) -> Any:
     """The database clock now. Read once per change, after its locks are held, so that a later
     change never gets an earlier time; every row of the change is stamped with it."""
     return fetch_one(connection, "change_time")["at"]
-
-
-def open_server_cursor(connection: Connection, name: str, chunk_rows: int, **params: Any) -> Any:
-    """A named (server-side) cursor: rows come `chunk_rows` at a time, never all at once.
-
-    It lives until the transaction ends; `fetchmany(chunk_rows)` reads the next chunk.
-    """
-    cursor = connection.cursor(name=name)
-    cursor.itersize = chunk_rows
-    cursor.execute(load_queries()[name], params)
-    return cursor

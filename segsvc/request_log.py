@@ -1,9 +1,13 @@
-"""Logs: one line per event on stderr, as text or JSON, every line of a request with its id.
+r"""Logs: one line per event on stderr, as text or JSON, every line of a request with its id.
 
 Each request gets an id: the caller's `X-Request-ID` when it is sane (printable ASCII, at most
 128 characters), otherwise a new one. It is echoed in the response header, carried by every log
 line written while the request runs, and put in every problem body (segsvc.errors). One access
 line per request tells method, route, path, status, duration and user agent.
+
+A client chooses its path and user agent, so no control character reaches a log as itself: a
+newline would start a forged line. Text lines write them as `\xNN` or `\uNNNN` escapes (and a
+backslash as `\\`); JSON lines as JSON's `\uNNNN`, which decode back to what the client sent.
 """
 
 import datetime as dt
@@ -21,6 +25,10 @@ REQUEST_ID_HEADER = "X-Request-ID"
 _SANE_REQUEST_ID = re.compile(r"[\x21-\x7e]{1,128}")
 # Fields a log record may carry (from the request, or `extra=`), in the order JSON lines show them.
 REQUEST_FIELDS = ("request_id", "method", "route", "path", "status", "duration_ms", "user_agent")
+# C0 controls, DEL, C1 controls (NEL among them) and the line and paragraph separators: each
+# ends a line for some reader of logs, or drives a terminal.
+_CONTROL_CHARACTER = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_CONTROL_CHARACTER_OR_BACKSLASH = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\\\\]")
 
 access_log = logging.getLogger("segsvc.access")
 
@@ -57,7 +65,27 @@ class JsonFormatter(logging.Formatter):
                 entry[field] = value
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
-        return json.dumps(entry, ensure_ascii=False)
+        # json.dumps escapes only C0 controls. The others can only be inside JSON strings (all
+        # else it writes is ASCII), where `\uNNNN` stands for the same character.
+        return _CONTROL_CHARACTER.sub(_json_escape, json.dumps(entry, ensure_ascii=False))
+
+
+def _json_escape(match: re.Match[str]) -> str:
+    return f"\\u{ord(match[0]):04x}"
+
+
+def _text_escape(match: re.Match[str]) -> str:
+    if match[0] == "\\":
+        return "\\\\"
+    code = ord(match[0])
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+class TextFormatter(logging.Formatter):
+    """Escapes the line itself; a traceback appended below it keeps its own line breaks."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        return _CONTROL_CHARACTER_OR_BACKSLASH.sub(_text_escape, super().formatMessage(record))
 
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s [%(process)d] %(name)s [%(request_id)s]: %(message)s"
@@ -66,9 +94,7 @@ TEXT_FORMAT = "%(asctime)s %(levelname)s [%(process)d] %(name)s [%(request_id)s]
 def build_handler(log_format: str, stream: TextIO) -> logging.Handler:
     handler = logging.StreamHandler(stream)
     handler.addFilter(RequestContextFilter())
-    handler.setFormatter(
-        JsonFormatter() if log_format == "json" else logging.Formatter(TEXT_FORMAT)
-    )
+    handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter(TEXT_FORMAT))
     return handler
 
 

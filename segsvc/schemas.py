@@ -6,13 +6,18 @@ from collections import Counter
 from decimal import Decimal
 from typing import Any
 
-from marshmallow import Schema, ValidationError, fields, validate, validates_schema
+from marshmallow import Schema, ValidationError, fields, pre_load, validate, validates_schema
+
+from .errors import MAX_LISTED_ENTRIES
 
 MAX_USER_ID = 2**63 - 1
 SLUG_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 MAX_TTL_SECONDS = 100 * 366 * 24 * 3600
 # Far enough for any experiment, near enough that converting to UTC cannot overflow a year.
 LATEST_EXPIRY = dt.datetime(9000, 1, 1, tzinfo=dt.UTC)
+# Items per request (README, Limits): a user never has 1000 segments to change at once.
+MAX_CHANGE_ITEMS = 1000
+MAX_REGISTERED_IDS = 10_000
 
 _SLUG_REGEX = re.compile(SLUG_PATTERN)
 _DIGITS = re.compile(r"[0-9]{1,20}")
@@ -35,6 +40,16 @@ def storable_text(value: str) -> None:
     """PostgreSQL text cannot hold NUL, nor UTF-8 a lone surrogate; JSON strings can."""
     if _UNSTORABLE_CHARACTER.search(value):
         raise ValidationError("Must not contain NUL or unpaired surrogate characters.")
+
+
+def _raw_length(data: Any, name: str) -> int:
+    """The length of list `name` in a body not yet loaded; 0 when it is not a list.
+
+    Counted in `@pre_load`, before marshmallow checks each item: a body at the size limit holds
+    half a million items, and each would cost a check and perhaps a message.
+    """
+    items = data.get(name) if isinstance(data, dict) else None
+    return len(items) if isinstance(items, list) else 0
 
 
 def format_timestamp(value: dt.datetime) -> str:
@@ -224,7 +239,20 @@ class UserPathSchema(Schema):
 
 
 class RegisterUsersSchema(Schema):
-    user_ids = fields.List(UserId(), required=True, validate=validate.Length(min=1, max=10000))
+    user_ids = fields.List(
+        UserId(),
+        required=True,
+        validate=validate.Length(min=1),
+        metadata={"maxItems": MAX_REGISTERED_IDS},
+    )
+
+    @pre_load
+    def refuse_too_many_ids(self, data: Any, **kwargs: Any) -> Any:
+        if _raw_length(data, "user_ids") > MAX_REGISTERED_IDS:
+            raise ValidationError(
+                f"Give at most {MAX_REGISTERED_IDS} user ids.", field_name="user_ids"
+            )
+        return data
 
 
 class RegisteredUsersSchema(Schema):
@@ -234,6 +262,12 @@ class RegisteredUsersSchema(Schema):
 class UserSchema(Schema):
     user_id = fields.Integer(required=True, metadata={"format": "int64"})
     registered_at = Timestamp(required=True)
+
+
+_CHANGE_ITEMS = {
+    "maxItems": MAX_CHANGE_ITEMS,
+    "description": f"At most {MAX_CHANGE_ITEMS} items in `add` and `remove` together.",
+}
 
 
 class MembershipChangeSchema(Schema):
@@ -247,9 +281,17 @@ class MembershipChangeSchema(Schema):
             }
         ),
         load_default=list,
-        metadata={"uniqueItems": True},
+        metadata={"uniqueItems": True, **_CHANGE_ITEMS},
     )
-    remove = fields.List(Slug(), load_default=list, metadata={"uniqueItems": True})
+    remove = fields.List(Slug(), load_default=list, metadata={"uniqueItems": True, **_CHANGE_ITEMS})
+
+    @pre_load
+    def refuse_too_many_items(self, data: Any, **kwargs: Any) -> Any:
+        if _raw_length(data, "add") + _raw_length(data, "remove") > MAX_CHANGE_ITEMS:
+            raise ValidationError(
+                f"Give at most {MAX_CHANGE_ITEMS} slugs in `add` and `remove` together."
+            )
+        return data
 
     @validates_schema
     def lists_are_consistent(self, data: dict[str, Any], **kwargs: Any) -> None:
@@ -295,8 +337,33 @@ class ProblemSchema(Schema):
     status = fields.Integer(required=True)
     detail = fields.String(required=True)
     code = fields.String(required=True, metadata={"example": "segment_not_found"})
-    errors = fields.Dict(metadata={"description": "Field -> messages, for `validation_failed`."})
-    slugs = fields.List(fields.String(), metadata={"description": "Unknown slugs, for PATCH."})
+    errors = fields.Dict(
+        metadata={
+            "description": (
+                "Field -> messages, for `validation_failed`; list items nest under their index. "
+                f"At most {MAX_LISTED_ENTRIES} fields with messages, the first by field path."
+            )
+        }
+    )
+    errors_omitted = fields.Integer(
+        metadata={
+            "minimum": 1,
+            "description": "Fields with messages left out of `errors`; absent when none are.",
+        }
+    )
+    slugs = fields.List(
+        fields.String(),
+        metadata={
+            "maxItems": MAX_LISTED_ENTRIES,
+            "description": f"Unknown slugs, for PATCH: the first {MAX_LISTED_ENTRIES}, sorted.",
+        },
+    )
+    slugs_omitted = fields.Integer(
+        metadata={
+            "minimum": 1,
+            "description": "Unknown slugs left out of `slugs`; absent when none are.",
+        }
+    )
     slug = fields.String(
         metadata={"description": "The slug, for `segment_not_found` and `segment_exists`."}
     )

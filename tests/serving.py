@@ -66,6 +66,7 @@ class Launcher:
 
     def __init__(self, environ: dict[str, str], log_path: Path) -> None:
         self.port = int(environ["PORT"])
+        self.workers = int(environ.get("SEGSVC_WORKERS", WORKERS))
         self.log_path = log_path
         with log_path.open("wb") as log:
             self.process = subprocess.Popen(
@@ -93,7 +94,7 @@ class Launcher:
             except OSError:
                 pass
             time.sleep(0.1)
-        while len(self.descendants) < 1 + WORKERS:
+        while len(self.descendants) < 1 + self.workers:
             assert time.monotonic() < deadline, f"workers missing: {self.descendants}"
             self.descendants = psutil.Process(self.process.pid).children(recursive=True)
             time.sleep(0.05)

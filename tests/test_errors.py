@@ -515,6 +515,89 @@ def test_unknown_slug_in_a_change_is_404_listing_the_slugs(client, sql, stored):
     assert row_counts(sql) == stored
 
 
+# Limits against amplification: a request is refused before costly work, an answer stays small
+
+
+def error_leaves(errors: dict[str, Any], path: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    """The field path of every entry with messages in a (nested) `errors` object."""
+    found = []
+    for key, value in errors.items():
+        if isinstance(value, dict):
+            found += error_leaves(value, (*path, key))
+        else:
+            found.append((*path, key))
+    return found
+
+
+def test_a_change_of_over_1000_items_is_refused_before_any_item_is_checked(client, sql, stored):
+    body = {"add": ["-bad"] * 600, "remove": ["-bad"] * 401}
+    errors = assert_invalid(client.patch(CHANGE, json=body), "_schema")
+    assert list(errors) == ["_schema"]
+    assert "1000" in errors["_schema"][0]
+    assert row_counts(sql) == stored
+
+
+def test_a_change_naming_40000_slugs_is_refused_with_a_short_answer(client, sql, stored):
+    raw = json.dumps({"add": [f"SEGMENT_{number:06d}" for number in range(40_000)]}).encode()
+    assert 600_000 < len(raw) < MEBIBYTE
+    response = send_json(client, "PATCH", CHANGE, raw)
+    assert list(assert_invalid(response, "_schema")) == ["_schema"]
+    assert len(response.get_data()) < 1000
+    assert row_counts(sql) == stored
+
+
+def test_a_change_of_1000_items_is_within_the_limit(client, stored):
+    response = client.patch(CHANGE, json={"add": ["B"], "remove": [f"R{n}" for n in range(999)]})
+    assert_problem(response, 404, "segment_not_found")
+
+
+def test_a_registration_of_over_10000_ids_is_refused_before_any_id_is_checked(client, sql, stored):
+    """A body at the size limit holds half a million ids; each would cost a check and a message."""
+    raw = padded_json({"user_ids": [0] * 10_001}, MEBIBYTE)
+    many = b'{"user_ids": [' + b",".join([b"0"] * (MEBIBYTE // 2 - 16)) + b"]}"
+    for body in (raw, many):
+        response = send_json(client, "POST", USERS, body)
+        errors = assert_invalid(response, "user_ids")
+        assert errors == {"user_ids": ["Give at most 10000 user ids."]}
+        assert len(response.get_data()) < 1000
+    assert row_counts(sql) == stored
+
+
+def test_a_422_lists_its_first_100_errors_and_counts_the_rest(client, subtests):
+    invalid_ids = {"user_ids": [0] * 10_000}
+    with subtests.test(errors="10000 ids"):
+        body = assert_problem(client.post(USERS, json=invalid_ids), 422, "validation_failed")
+        assert list(body["errors"]) == ["user_ids"]
+        assert list(body["errors"]["user_ids"]) == [str(index) for index in range(100)]
+        assert body["errors_omitted"] == 9_900
+    with subtests.test(errors="exactly 100"):
+        body = assert_problem(
+            client.post(USERS, json={"user_ids": [0] * 100}), 422, "validation_failed"
+        )
+        assert len(error_leaves(body["errors"])) == 100
+        assert "errors_omitted" not in body
+    with subtests.test(errors="two per item"):
+        item = {"slug": "-bad", "ttl_seconds": 0}
+        response = client.patch(CHANGE, json={"add": [item] * 1000})
+        body = assert_problem(response, 422, "validation_failed")
+        assert list(body["errors"]["add"]) == [str(index) for index in range(50)]
+        assert set(body["errors"]["add"]["49"]) == {"slug", "ttl_seconds"}
+        assert body["errors_omitted"] == 1_900
+
+
+def test_80000_unknown_fields_answer_the_first_100_by_name(client, sql, stored):
+    unknown = {f"k{number}": 0 for number in range(80_000)}
+    raw = json.dumps({"add": ["B"], **unknown}).encode()
+    assert len(raw) <= MEBIBYTE
+    response = send_json(client, "PATCH", CHANGE, raw)
+    body = assert_problem(response, 422, "validation_failed")
+    assert list(body["errors"]) == sorted(unknown)[:100]
+    assert body["errors"]["k0"] == ["Unknown field."]
+    assert body["errors_omitted"] == 79_900
+    assert len(response.get_data()) < 10_000
+    assert row_counts(sql) == stored
+
+
 # Every route keeps the contract
 
 GOOD_PATH_VALUES = {"slug": "A", "user_id": "1", "filename": "swagger-ui.css"}

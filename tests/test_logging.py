@@ -5,6 +5,7 @@ import json
 import logging
 import re
 from collections.abc import Iterator
+from urllib.parse import quote
 
 import pytest
 
@@ -19,17 +20,26 @@ def json_app(make_app):
     return make_app(log_format="json")
 
 
-@pytest.fixture
-def captured() -> Iterator[io.StringIO]:
-    """What the service's JSON handler would print, captured."""
+def capture(log_format: str) -> Iterator[io.StringIO]:
+    """What the service's handler for `log_format` would print, captured."""
     stream = io.StringIO()
-    handler = build_handler("json", stream)
+    handler = build_handler(log_format, stream)
     root = logging.getLogger()
     root.addHandler(handler)
     try:
         yield stream
     finally:
         root.removeHandler(handler)
+
+
+@pytest.fixture
+def captured() -> Iterator[io.StringIO]:
+    yield from capture("json")
+
+
+@pytest.fixture
+def captured_text() -> Iterator[io.StringIO]:
+    yield from capture("text")
 
 
 def lines(stream: io.StringIO) -> list[dict]:
@@ -113,16 +123,63 @@ def test_an_unhandled_error_is_logged_once_with_its_traceback_and_its_request_id
     assert "RuntimeError: secret internals" in errors[0]["exception"]
 
 
-def test_text_lines_carry_the_request_id_too(client):
-    stream = io.StringIO()
-    handler = build_handler("text", stream)
-    root = logging.getLogger()
-    root.addHandler(handler)
+def test_text_lines_carry_the_request_id_too(client, captured_text):
+    client.get("/healthz", headers={"X-Request-ID": "text-7"})
+    assert "[text-7]: GET /healthz 200" in captured_text.getvalue()
+
+
+FORGED_LINE = "2026-11-28 15:00:00,000 INFO [1] segsvc.access [x]: DELETE /api/v1/segments/ALL 204"
+# C0 controls, DEL, C1 controls (NEL is a line break to many readers), line and paragraph
+# separators: each is written as an escape, never as itself.
+CONTROL_CHARACTERS = {
+    "\n": "\\x0a",
+    "\r": "\\x0d",
+    "\x00": "\\x00",
+    "\x1b": "\\x1b",
+    "\x7f": "\\x7f",
+    "\x85": "\\x85",
+    "\x9f": "\\x9f",
+    "\u2028": "\\u2028",
+    "\u2029": "\\u2029",
+}
+
+
+@pytest.mark.parametrize("control", CONTROL_CHARACTERS, ids=ascii)
+def test_a_client_cannot_forge_or_break_text_lines(client, captured_text, control):
+    path = f"/api/v1/x{control}{FORGED_LINE}"
+    response = client.get(quote(path), headers={"X-Request-ID": "forger"})
+    assert response.status_code == 404
+    (line,) = captured_text.getvalue().splitlines()
+    assert control not in line
+    escaped = re.escape(path.replace(control, CONTROL_CHARACTERS[control]))
+    assert re.search(rf"\[forger\]: GET {escaped} 404 [0-9.]+ms$", line), line
+
+
+def test_a_backslash_from_a_client_is_escaped_so_escapes_stay_unambiguous(client, captured_text):
+    client.get(quote("/api/v1/x\\x0a\n"))
+    assert "GET /api/v1/x\\\\x0a\\x0a 404" in captured_text.getvalue()
+
+
+def test_a_text_traceback_keeps_its_lines_while_the_message_is_escaped(captured_text):
     try:
-        client.get("/healthz", headers={"X-Request-ID": "text-7"})
-    finally:
-        root.removeHandler(handler)
-    assert "[text-7]: GET /healthz 200" in stream.getvalue()
+        raise RuntimeError("boom")
+    except RuntimeError:
+        logging.getLogger("segsvc.test").exception("failed for %s", "/x\nforged")
+    first, *traceback = captured_text.getvalue().splitlines()
+    assert first.endswith("failed for /x\\x0aforged")
+    assert traceback[0] == "Traceback (most recent call last):"
+    assert traceback[-1] == "RuntimeError: boom"
+
+
+@pytest.mark.parametrize("control", CONTROL_CHARACTERS, ids=ascii)
+def test_json_lines_stay_one_line_each_and_keep_the_client_values(json_app, captured, control):
+    path = f"/api/v1/x{control}{FORGED_LINE}"
+    agent = f"probe{control}/1.0"
+    json_app.test_client().get(quote(path), environ_base={"HTTP_USER_AGENT": agent})
+    (line,) = access_lines(captured)
+    assert line["path"] == path
+    assert line["user_agent"] == agent
+    assert control not in captured.getvalue().removesuffix("\n")
 
 
 def test_a_bad_log_format_stops_the_service():

@@ -109,6 +109,26 @@ def test_unknown_slugs_fail_the_whole_change_and_are_all_named(client, segments,
     assert sql.value("SELECT count(*) FROM users") == 0
 
 
+def test_unknown_slugs_past_the_first_100_are_counted_not_listed(client, segments, sql):
+    unknown = [f"NOPE_{number:04d}" for number in range(999)]
+    response = change_segments(client, 1000, add=["AVITO_VOICE_MESSAGES"], remove=unknown)
+    assert response.status_code == 404
+    body = response.get_json()
+    assert body["slugs"] == unknown[:100]
+    assert body["slugs_omitted"] == 899
+    assert body["detail"].endswith("NOPE_0098, NOPE_0099 and 899 more.")
+    assert len(response.get_data()) < 5000
+    assert sql.value("SELECT count(*) FROM memberships") == 0
+    assert sql.value("SELECT count(*) FROM users") == 0
+
+
+def test_100_unknown_slugs_are_all_listed(client, segments):
+    unknown = [f"NOPE_{number:04d}" for number in range(100)]
+    body = change_segments(client, 1000, add=unknown).get_json()
+    assert body["slugs"] == unknown
+    assert "slugs_omitted" not in body
+
+
 def test_a_deleted_segment_is_unknown(client, segments):
     client.delete("/api/v1/segments/AVITO_DISCOUNT_50")
     response = change_segments(client, 1000, add=["AVITO_DISCOUNT_50"])

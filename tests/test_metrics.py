@@ -14,7 +14,7 @@ from serving import Launcher, http
 from support import change_segments, create_segment, expire_membership
 
 from segsvc import create_app, db, scheduler
-from segsvc.config import Config
+from segsvc.config import Config, parse_api_tokens
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 USER_SEGMENTS = "/api/v1/users/<user_id>/segments"
@@ -65,6 +65,40 @@ def test_requests_are_counted_by_route_template_and_status(client):
     assert value(after, requests, **unmatched) - value(before, requests, **unmatched) == 1
     routes = {dict(labels).get("route") for name, labels in after if name == requests}
     assert not any("1000" in route for route in routes if route)
+
+
+def request_series(samples: Samples) -> set[tuple[str, tuple[tuple[str, str], ...]]]:
+    """The series of the request metrics, but for the scrapes' own."""
+    return {
+        (name, labels)
+        for name, labels in samples
+        if name.startswith("segsvc_http_request") and ("route", "/metrics") not in labels
+    }
+
+
+ROUTED_METHODS = {"GET", "HEAD", "POST", "PATCH", "DELETE", "OPTIONS"}
+
+
+def test_made_up_methods_share_the_label_other_and_add_no_series(make_app, subtests):
+    """Answered 401 with tokens set, 404 or 405 without: made-up methods reach no view."""
+    for tokens in ("", "reader:r3ad-T0ken.for_tests~1"):
+        with subtests.test(tokens=bool(tokens)):
+            client = make_app(api_tokens=parse_api_tokens(tokens)).test_client()
+            for method in ("M00001XYZ", "PROPFIND", "TRACE"):
+                client.open("/api/v1/users/1/segments", method=method)
+                client.open("/no/such/path", method=method)
+            before = scrape(client)
+            for number in range(2, 30):
+                client.open("/api/v1/users/1/segments", method=f"M{number:05d}XYZ")
+                client.open("/no/such/path", method=f"M{number:05d}XYZ")
+            after = scrape(client)
+
+            assert request_series(after) == request_series(before)
+            methods = {dict(labels)["method"] for _, labels in request_series(after)}
+            assert methods <= ROUTED_METHODS | {"other"}
+            requests = "segsvc_http_requests_total"
+            other = total(after, requests, method="other") - total(before, requests, method="other")
+            assert other == 56
 
 
 def test_an_expiry_run_counts_the_run_its_duration_and_the_rows_it_ended(app, client, sql):

@@ -241,6 +241,13 @@ def test_bodies_refused_for_their_shape_are_invalid_by_the_description(client, s
             "/api/v1/users/1/segments",
             {"remove": ["A", "A"]},
         ),
+        (
+            "PATCH",
+            "/api/v1/users/{user_id}/segments",
+            "/api/v1/users/1/segments",
+            {"remove": [f"S{number}" for number in range(1001)]},
+        ),
+        ("POST", "/api/v1/users", "/api/v1/users", {"user_ids": list(range(1, 10_002))}),
         ("POST", "/api/v1/reports", "/api/v1/reports", {"from": "2023-08", "to": 202308}),
     ]
     for method, path, url, body in requests:
@@ -320,6 +327,9 @@ def test_error_responses_match_the_description(client, subtests):
         ("PATCH", change, change_url, huge),
         ("PATCH", change, change_url, text),
         ("PATCH", change, change_url, {"json": {"add": ["A"], "remove": ["A"]}}),
+        ("PATCH", change, change_url, {"json": {"remove": [f"S{n}" for n in range(101)]}}),
+        ("PATCH", change, change_url, {"json": {"remove": ["-"] * 1001}}),
+        ("POST", users, users, {"json": {"user_ids": [0] * 101}}),
     ]
     for method, path, url, arguments in requests:
         with subtests.test(method=method, url=url[:60], body=str(arguments)[:40]):

@@ -6,9 +6,7 @@ import pytest
 
 from segsvc import queries
 
-QUERY_CALL = re.compile(
-    r'(?:fetch_one|fetch_all|execute|open_server_cursor)\(\s*[\w.()]+,\s*"(\w+)"'
-)
+QUERY_CALL = re.compile(r'(?:fetch_one|fetch_all|fetch_rows|execute)\(\s*[\w.()]+,\s*"(\w+)"')
 
 
 def test_blocks_are_split_by_name_lines():

@@ -4,6 +4,7 @@ import csv
 import io
 import tracemalloc
 
+import psycopg2.sql
 import pytest
 from support import change_segments, create_segment, expire_membership
 
@@ -148,10 +149,29 @@ def test_a_report_link_points_at_the_csv_download(client, boundary_history):
     )
     assert response.status_code == 201
     url = response.get_json()["url"]
-    assert url == "http://localhost/api/v1/reports/history.csv?from=2023-08&to=2023-09&user_id=1000"
+    assert url == "/api/v1/reports/history.csv?from=2023-08&to=2023-09&user_id=1000"
     assert response.headers["Location"] == url
     lines = client.get(url).get_data(as_text=True).splitlines()
     assert len(lines) == 1 + 2
+
+
+@pytest.mark.parametrize(
+    "host", ["evil.example", "user@evil.example", "evil.example/path", "evil example", "[::1]:1"]
+)
+def test_a_report_link_never_comes_from_the_host_header(client, host):
+    response = client.post("/api/v1/reports", json={"from": "2023-08"}, headers={"Host": host})
+    assert response.status_code == 201
+    url = response.get_json()["url"]
+    assert url == "/api/v1/reports/history.csv?from=2023-08&to=2023-08"
+    assert response.headers["Location"] == url
+
+
+def test_a_report_link_starts_with_the_configured_public_url(make_app):
+    client = make_app(public_url="https://segsvc.example.com/segments").test_client()
+    response = client.post("/api/v1/reports", json={"from": "2023-08"}, headers={"Host": "evil"})
+    url = "https://segsvc.example.com/segments/api/v1/reports/history.csv?from=2023-08&to=2023-08"
+    assert response.get_json()["url"] == url
+    assert response.headers["Location"] == url
 
 
 def test_a_report_link_without_a_user_covers_everyone(client, boundary_history):
@@ -200,14 +220,13 @@ def test_a_report_of_200000_rows_streams_with_bounded_memory(client, sql):
     assert peak < 8 * 1024 * 1024, f"peak traced memory {peak / 2**20:.1f} MiB"
 
 
-def test_a_client_leaving_mid_stream_gives_the_connection_back(app, client, sql):
+def test_a_report_holds_no_connection_between_pages(app, client, sql):
+    """A slow reader costs the database nothing, and a client leaving midway leaves no trace."""
     fill_history(sql, 50000)
     response = client.get("/api/v1/reports/history.csv?from=2023-08", buffered=False)
     chunks = iter(response.response)
     assert next(chunks).startswith(HEADER.encode())
     next(chunks)
-    assert db.get_pool(app).in_use() == 1
-    response.close()
     assert db.get_pool(app).in_use() == 0
     assert (
         sql.value(
@@ -216,4 +235,65 @@ def test_a_client_leaving_mid_stream_gives_the_connection_back(app, client, sql)
         )
         == 0
     )
+    response.close()
+    assert db.get_pool(app).in_use() == 0
     assert client.get("/api/v1/reports/history.csv?from=2023-08").status_code == 200
+
+
+def test_downloads_beyond_the_workers_report_slots_get_503_until_one_ends(make_app, sql):
+    fill_history(sql, 20000)
+    client = make_app(report_streams_max=1).test_client()
+    first = client.get("/api/v1/reports/history.csv?from=2023-08", buffered=False)
+    assert first.status_code == 200
+
+    refused = client.get("/api/v1/reports/history.csv?from=2023-08")
+    assert refused.status_code == 503
+    assert refused.get_json()["code"] == "too_many_reports"
+    assert refused.headers["Retry-After"] == "10"
+
+    first.close()
+    second = client.get("/api/v1/reports/history.csv?from=2023-08")
+    assert second.status_code == 200
+    second.get_data()  # read to the end, never closed: the slot is free all the same
+    head = client.head("/api/v1/reports/history.csv?from=2023-08")
+    assert head.status_code == 200
+    head.close()  # as every WSGI server does; the body was never started
+    assert client.get("/api/v1/reports/history.csv?from=2023-08").status_code == 200
+
+
+def test_rows_sharing_a_time_across_pages_are_each_reported_once(client, sql):
+    """Pages follow (at, history_id): a page may end in the middle of rows of one time."""
+    sql.execute("INSERT INTO segments (slug, created_at) VALUES ('BULK', '2023-08-01')")
+    sql.execute(
+        "INSERT INTO membership_history (user_id, segment_id, operation, reason, at)"
+        " SELECT i, s.segment_id, 'added', 'manual', timestamptz '2023-08-02 10:00Z'"
+        "   FROM generate_series(1, 12000) AS i, segments s WHERE s.slug = 'BULK'"
+    )
+    lines = report_lines(client, "from=2023-08")
+    assert sorted(int(line.split(";")[0]) for line in lines[1:]) == list(range(1, 12001))
+
+
+def test_month_bounds_are_utc_whatever_the_database_time_zone(client, sql):
+    name = sql.value("SELECT current_database()")
+    sql.execute(
+        psycopg2.sql.SQL("ALTER DATABASE {} SET timezone = 'America/New_York'").format(
+            psycopg2.sql.Identifier(name)
+        )
+    )
+    create_segment(client, "AVITO_VOICE_MESSAGES")
+    for user_id, at in [
+        (1, "2025-03-31T23:30:00Z"),
+        (2, "2025-04-01T00:00:00Z"),
+        (3, "2025-11-30T23:59:59Z"),
+        (4, "2025-12-01T00:30:00Z"),
+    ]:
+        insert_history(sql, user_id, "AVITO_VOICE_MESSAGES", "added", at)
+
+    def users(query: str) -> list[str]:
+        return [line.split(";")[0] for line in report_lines(client, query)[1:]]
+
+    assert users("from=2025-03") == ["1"]
+    assert users("from=2025-04") == ["2"]
+    assert users("from=2025-11") == ["3"]
+    assert users("from=2025-12") == ["4"]
+    assert report_lines(client, "from=2025-03")[1].split(";")[3] == "2025-03-31T23:30:00Z"

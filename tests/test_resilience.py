@@ -163,3 +163,21 @@ def test_a_commit_lost_with_the_database_is_a_503_not_a_500(app, client, sql):
     create_segment(client, "A")
     assert_problem(change_segments(client, 1000, add=["A"]), 503, "database_unavailable")
     assert sql.value("SELECT count(*) FROM memberships") == 0
+
+
+def test_a_connection_ended_by_the_server_mid_transaction_still_frees_its_slot(app, sql):
+    """The server ends an idle transaction (or the session) under a borrowed connection: giving
+    it back must not raise, and the slot must be free again."""
+    pool = db.get_pool(app)
+    connection = pool.acquire()
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        (pid,) = cursor.fetchone()
+    sql.execute("SELECT pg_terminate_backend(%s)", (pid,))
+    with pytest.raises(psycopg2.OperationalError), connection.cursor() as cursor:
+        cursor.execute("SELECT 1")
+    pool.release(connection)
+    assert pool.in_use() == 0
+    with db.transaction(pool) as fresh, fresh.cursor() as cursor:
+        cursor.execute("SELECT 1")
+        assert cursor.fetchone() == (1,)
