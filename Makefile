@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip --disable-pip-version-check --quiet
 
-.PHONY: run test lint format constraints clean bench bench-history bench-rollouts soak
+.PHONY: run test lint format constraints clean bench bench-history bench-rollouts bench-registrations soak
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,11 @@ bench-history: $(VENV)/.dev-installed
 # Figures for the percentage rollout goals; see the README's performance section.
 bench-rollouts: $(VENV)/.dev-installed
 	$(BIN)/python -m benchmarks.rollouts
+
+# Figures for registrations under load with percentage segments; see the README's performance
+# section.
+bench-registrations: $(VENV)/.dev-installed
+	$(BIN)/python -m benchmarks.registrations
 
 # Two instances under random load through a worker kill and a PostgreSQL restart, then checks of
 # answers, history and connections; exits non-zero on a violation. See the README's soak section.

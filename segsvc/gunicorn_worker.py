@@ -203,10 +203,15 @@ class BufferingThreadWorker(ThreadWorker):
             self.reading_conns.remove(conn)
 
     def murder_pending(self) -> None:
-        """Runs every loop turn: also ends requests that take too long to arrive, and drains."""
+        """Runs every loop turn: also ends requests that take too long to arrive, and drains.
+        A stopping worker closes idle connections at once: no request has started on them."""
         super().murder_pending()
         now = time.monotonic()
-        for conn in [c for c in self.reading_conns if not c.received and now >= c.idle_deadline]:
+        for conn in [
+            c
+            for c in self.reading_conns
+            if not c.received and (now >= c.idle_deadline or not self.alive)
+        ]:
             self._close(conn)
         for conn in [c for c in self.reading_conns if now >= c.read_deadline]:
             self._refuse(

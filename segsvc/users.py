@@ -8,18 +8,34 @@ from psycopg2.extensions import connection as Connection
 from . import queries, rollout
 from .errors import UserNotFound
 
+# Users registered and enrolled per statement: a statement's time grows with this and the number
+# of percentage segments, never with the batch (README: "Registrations under load").
+REGISTRATION_CHUNK = 1000
+
 
 def register_users(connection: Connection, user_ids: Sequence[int]) -> int:
     """Registers the users not registered yet, each into the percentage segments that select
-    it, in this transaction; returns how many were new."""
+    it, in this transaction; returns how many were new.
+
+    Chunk by chunk in ascending ids, each enrolled before the next is registered: a batch that
+    overlaps another in flight waits for it to commit, and registering a whole batch before
+    enrolling it made such waits chain (each batch waited for the next one's whole enrolment).
+    A chunk's rows carry its own change time, read once its users' rows are held: a time read
+    before could precede the deletion of one of them, committed in between.
+    """
     queries.fetch_one(connection, "lock_user_set_shared")
-    registered = [
-        row["user_id"] for row in queries.fetch_all(connection, "register_users", user_ids=user_ids)
-    ]
-    if registered:
-        at = queries.change_time(connection)
-        rollout.enroll_new_users(connection, registered, at)
-    return len(registered)
+    ordered = sorted(set(user_ids))
+    registered_count = 0
+    for start in range(0, len(ordered), REGISTRATION_CHUNK):
+        chunk = ordered[start : start + REGISTRATION_CHUNK]
+        registered = [
+            row["user_id"]
+            for row in queries.fetch_all(connection, "register_users", user_ids=chunk)
+        ]
+        if registered:
+            rollout.enroll_new_users(connection, registered, queries.change_time(connection))
+        registered_count += len(registered)
+    return registered_count
 
 
 def lock_or_register_user(connection: Connection, user_id: int) -> None:

@@ -1,8 +1,9 @@
 -- Users: registration, lookup, deletion.
 
 -- name: register_users
--- Sorted so that concurrent batches lock rows in the same order and cannot deadlock. Returns
--- the users this statement registered (not those registered before).
+-- Sorted so that concurrent batches lock rows in the same order and cannot deadlock (a batch
+-- comes in chunks of ascending ids, see segsvc/users.py). Returns the users this statement
+-- registered (not those registered before).
 INSERT INTO users (user_id, registered_at)
 SELECT DISTINCT user_id, now()
   FROM unnest(%(user_ids)s::bigint[]) AS requested (user_id)

@@ -338,3 +338,25 @@ def test_registrations_during_ramps_and_creations_are_all_enrolled_exactly_by_bu
     for number in range(4):
         assert members(sql, f"NEW_{number}") == selected(f"NEW_{number}", registered, 20)
     assert_history_replays_to_current_state(sql)
+
+
+def test_registering_ten_thousand_users_into_eight_full_segments_stays_within_the_timeout(
+    make_app, sql
+):
+    """Each statement of a registration handles a chunk of the batch: enrolling all 10,000 users
+    into eight segments in one statement took about 2 s, past this one-second statement timeout."""
+    client = make_app(statement_timeout_seconds=1).test_client()
+    slugs = [f"ROLLOUT_{number}" for number in range(8)]
+    for slug in slugs:
+        create_segment(client, slug, auto_percent=100)
+    response = client.post("/api/v1/users", json={"user_ids": list(range(1, 10001))})
+    assert response.status_code == 200, response.get_json()
+    assert response.get_json() == {"registered": 10000}
+    for slug in slugs:
+        assert members(sql, slug, "auto") == set(range(1, 10001))
+    assert (
+        sql.value(
+            "SELECT count(*) FROM membership_history WHERE operation = 'added' AND reason = 'auto'"
+        )
+        == 8 * 10000
+    )
