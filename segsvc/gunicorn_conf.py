@@ -34,7 +34,7 @@ def on_starting(server) -> None:
 
 
 def post_worker_init(worker) -> None:
-    """Each worker runs the expiry job on its own schedule (safe to run concurrently)."""
+    """Each worker runs the background jobs on its own schedule (safe to run concurrently)."""
     from segsvc.scheduler import start_scheduler
 
     start_scheduler(worker.wsgi)

@@ -10,7 +10,8 @@ from .errors import InputInvalid, SegmentNotFound, listed
 
 
 def user_segments(connection: Connection, user_id: int) -> list[dict[str, Any]]:
-    """The user's active segments; expired memberships are filtered out in the query."""
+    """The user's active segments; expired memberships are filtered out in the query. An id that
+    is not registered gets the percentage segments that would enrol it now, computed, not stored."""
     return queries.fetch_all(connection, "user_segments", user_id=user_id)
 
 

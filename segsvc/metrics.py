@@ -73,7 +73,8 @@ REPORT_ROWS_STREAMED = Counter(
 )
 AUTO_ENROLLMENTS = Counter(
     "segsvc_auto_enrollments_total",
-    "Automatic memberships added by percentage rollouts, by trigger (registration or ramp).",
+    "Automatic memberships added by percentage rollouts, by trigger (registration, or rollout: "
+    "a chunk of a convergence). Its rate is the rollouts' users enrolled per second.",
     ["trigger"],
 )
 
@@ -107,13 +108,15 @@ def _count_request(response: Response) -> Response:
 
 
 def _database_figures() -> str:
-    """Active segments (exact: a small table) and memberships (the planner's estimate, free at
+    """Active segments and converging rollouts (exact: small tables) and memberships (the
+    planner's estimate, free at
     any size), in the text format. Left out when the database does not answer, so the rest of
     the metrics still reach Prometheus."""
     try:
         connection = db.get_connection()
         segments = queries.fetch_one(connection, "count_active_segments")["segments"]
         memberships = queries.fetch_one(connection, "estimate_memberships")["memberships"]
+        rollouts = queries.fetch_one(connection, "count_converging_rollouts")["rollouts"]
     except (psycopg2.Error, ServiceError) as error:
         log.warning("metrics without database figures: %s", str(error).strip())
         return ""
@@ -124,6 +127,9 @@ def _database_figures() -> str:
         "# HELP segsvc_memberships Memberships, estimated from PostgreSQL's statistics.\n"
         "# TYPE segsvc_memberships gauge\n"
         f"segsvc_memberships {memberships}\n"
+        "# HELP segsvc_rollouts_converging Percentage rollouts still converging.\n"
+        "# TYPE segsvc_rollouts_converging gauge\n"
+        f"segsvc_rollouts_converging {rollouts}\n"
     )
 
 

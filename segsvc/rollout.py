@@ -1,12 +1,18 @@
-"""Percentage rollouts: deterministic buckets, and the set-based enrolment they drive.
+"""Percentage rollouts: deterministic buckets, and the background convergence they drive.
 
 A (slug, user) pair has a bucket 0..9999; a segment at p percent holds the users whose bucket is
 below p * 100. The same slug always selects the same users, in every process and database, so a
 ramp-up keeps everyone already selected and a ramp-down keeps a subset. Selected users become
-real `auto` memberships, so reads never compute anything.
+real `auto` memberships, so reads never compute anything for registered users.
+
+A change of p only records it and restarts the segment's rollout: it answers at once and holds
+no lock that other requests wait on. `converge_rollouts`, run by the scheduler in every worker,
+then walks the registered users in id order, a chunk per transaction, adding and removing `auto`
+memberships until every user matches p. Users registered meanwhile enrol at p themselves.
 """
 
 import hashlib
+import time
 from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any
@@ -14,6 +20,7 @@ from typing import Any
 from psycopg2.extensions import connection as Connection
 
 from . import metrics, queries
+from .db import ConnectionPool, transaction
 
 BUCKETS = 10000
 
@@ -30,10 +37,9 @@ def bucket_limit(auto_percent: Decimal | float) -> int:
 
 
 def enroll_new_users(connection: Connection, user_ids: Sequence[int], at: Any) -> None:
-    """Puts users registered in this transaction into every percentage segment that selects them.
-
-    The caller holds `lock_user_set_shared`, so no percentage changes meanwhile.
-    """
+    """Puts users registered in this transaction into every percentage segment that selects them,
+    at its current percentage. A rollout started meanwhile waits for this transaction to end
+    before its chunks run, so either way the user ends up where the percentage says."""
     segments = queries.fetch_all(connection, "lock_auto_segments")
     if not segments:
         return
@@ -47,36 +53,92 @@ def enroll_new_users(connection: Connection, user_ids: Sequence[int], at: Any) -
     metrics.AUTO_ENROLLMENTS.labels("registration").inc(enrolled)
 
 
-def change_percentage(
-    connection: Connection,
-    segment: dict[str, Any],
-    old_percent: Decimal | float,
-    new_percent: Decimal | float,
-    at: Any,
-) -> None:
-    """Ramps a locked segment: up adds the users of the new bucket range, down removes the
-    automatic members now out of range. Manual memberships are never touched.
+def lock_rollout(connection: Connection, segment_id: int) -> None:
+    """Before changing a segment's percentage or deleting it: waits for a chunk in progress, and
+    keeps the next one from starting until this transaction ends."""
+    queries.fetch_one(connection, "lock_rollout", segment_id=segment_id)
 
-    The caller holds `lock_user_set_exclusive` and the segment's row lock (or created it).
+
+def restart_rollout(connection: Connection, segment_id: int) -> None:
+    """The segment's percentage changed (in this transaction): converge every user again."""
+    queries.execute(
+        connection, "restart_rollout", segment_id=segment_id, at=queries.change_time(connection)
+    )
+
+
+def end_rollout(connection: Connection, segment_id: int, at: Any) -> None:
+    """The segment is deleted: nothing is left to converge."""
+    queries.execute(connection, "end_rollout", segment_id=segment_id, at=at)
+
+
+def converge_next_chunk(pool: ConnectionPool, chunk_users: int) -> int | None:
+    """One step of the oldest rollout that can take one, in one transaction: the next
+    `chunk_users` registered users are brought to the segment's percentage. Returns how many
+    users it covered, or None when no rollout can step now.
+
+    The first step of a rollout only notes the transactions still running (one could be a
+    registration that read the segment before the change); chunks start once they have ended.
     """
-    old_limit, new_limit = bucket_limit(old_percent), bucket_limit(new_percent)
-    if new_limit > old_limit:
-        enrolled = queries.execute(
-            connection,
-            "enroll_bucket_range",
-            segment_id=segment["segment_id"],
-            slug=segment["slug"],
-            from_bucket=old_limit,
-            to_bucket=new_limit,
-            at=at,
+    with transaction(pool) as connection:
+        rollout = queries.fetch_one(connection, "claim_rollout")
+        if rollout is None:
+            return None
+        segment_id = rollout["segment_id"]
+        if rollout["not_waiting_yet"]:
+            queries.execute(connection, "wait_for_running_transactions", segment_id=segment_id)
+            return 0
+        user_ids = [
+            row["user_id"]
+            for row in queries.fetch_all(
+                connection,
+                "lock_user_chunk",
+                after=rollout["converged_up_to"],
+                chunk_users=chunk_users,
+            )
+        ]
+        queries.fetch_all(
+            connection, "lock_chunk_memberships", segment_id=segment_id, user_ids=user_ids
         )
-        metrics.AUTO_ENROLLMENTS.labels("ramp").inc(enrolled)
-    elif new_limit < old_limit:
+        at = queries.change_time(connection)
+        if user_ids:
+            _converge_users(connection, rollout, user_ids, at)
         queries.execute(
             connection,
-            "disenroll_from_bucket",
-            segment_id=segment["segment_id"],
-            slug=segment["slug"],
-            from_bucket=new_limit,
+            "advance_rollout",
+            segment_id=segment_id,
+            converged_up_to=user_ids[-1] if user_ids else rollout["converged_up_to"],
+            finished=len(user_ids) < chunk_users,
             at=at,
         )
+        return len(user_ids)
+
+
+def _converge_users(
+    connection: Connection, rollout: dict[str, Any], user_ids: list[int], at: Any
+) -> None:
+    """Expired memberships end first, at their own time; then the users in the range who are
+    neither members nor excluded join, and automatic members out of it leave."""
+    arguments = {
+        "segment_id": rollout["segment_id"],
+        "slug": rollout["slug"],
+        "bucket_limit": bucket_limit(rollout["auto_percent"]),
+        "user_ids": user_ids,
+        "at": at,
+    }
+    queries.execute(connection, "settle_expired_chunk_memberships", **arguments)
+    enrolled = queries.execute(connection, "enroll_user_chunk", **arguments)
+    queries.execute(connection, "disenroll_user_chunk", **arguments)
+    metrics.AUTO_ENROLLMENTS.labels("rollout").inc(enrolled)
+
+
+def converge_rollouts(pool: ConnectionPool, chunk_users: int, budget_seconds: float) -> int:
+    """Steps rollouts until none can step or the budget is spent; returns the users covered.
+    Safe in any number of workers and replicas at once: a rollout is stepped by one at a time."""
+    deadline = time.monotonic() + budget_seconds
+    covered = 0
+    while time.monotonic() < deadline:
+        stepped = converge_next_chunk(pool, chunk_users)
+        if stepped is None:
+            break
+        covered += stepped
+    return covered

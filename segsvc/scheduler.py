@@ -1,7 +1,8 @@
-"""The expiry job, run by APScheduler inside each gunicorn worker (started by its hooks).
+"""The background jobs, run by APScheduler inside each gunicorn worker (started by its hooks):
+expiry of memberships, and convergence of percentage rollouts.
 
-Every worker of every replica runs it; that is safe (see `segsvc.expiry`) and means expiry
-keeps working as long as any worker is alive.
+Every worker of every replica runs both; that is safe (see `segsvc.expiry` and `segsvc.rollout`)
+and means they keep working as long as any worker is alive.
 """
 
 import logging
@@ -10,10 +11,12 @@ import time
 from apscheduler.schedulers.background import BackgroundScheduler
 from flask import Flask
 
-from . import expiry, metrics
+from . import expiry, metrics, rollout
 from .db import get_pool
 
 SCHEDULER_KEY = "segsvc.scheduler"
+# A rollout run hands its thread back this often, so that stopping a worker never waits long.
+ROLLOUT_RUN_SECONDS = 5.0
 
 log = logging.getLogger(__name__)
 
@@ -35,22 +38,37 @@ def run_expiry_job(app: Flask) -> int:
     return expired
 
 
-def start_scheduler(app: Flask) -> BackgroundScheduler | None:
-    """Starts the expiry job in this process, unless it is switched off."""
+def run_rollout_job(app: Flask) -> int:
+    """One run: steps rollouts for up to ROLLOUT_RUN_SECONDS; returns the users covered. A run
+    ends early when nothing is left, so an idle service pays one small query a run."""
     config = app.config["SEGSVC"]
-    if not config.expiry_enabled:
-        log.info("expiry job is switched off (SEGSVC_EXPIRY_ENABLED=false)")
-        return None
-    scheduler = BackgroundScheduler(timezone="UTC")
-    scheduler.add_job(
-        run_expiry_job,
-        "interval",
-        args=[app],
-        seconds=config.expiry_interval_seconds,
-        id="expire_due_memberships",
-        max_instances=1,
-        coalesce=True,
+    covered = rollout.converge_rollouts(
+        get_pool(app), config.rollout_chunk_users, ROLLOUT_RUN_SECONDS
     )
+    if covered:
+        log.info("rollouts: %d users converged", covered)
+    return covered
+
+
+def start_scheduler(app: Flask) -> BackgroundScheduler:
+    """Starts the rollout job, and the expiry job unless it is switched off, in this process."""
+    config = app.config["SEGSVC"]
+    jobs = {"converge_rollouts": (run_rollout_job, config.rollout_interval_seconds)}
+    if config.expiry_enabled:
+        jobs["expire_due_memberships"] = (run_expiry_job, config.expiry_interval_seconds)
+    else:
+        log.info("expiry job is switched off (SEGSVC_EXPIRY_ENABLED=false)")
+    scheduler = BackgroundScheduler(timezone="UTC")
+    for job_id, (job, seconds) in jobs.items():
+        scheduler.add_job(
+            job,
+            "interval",
+            args=[app],
+            seconds=seconds,
+            id=job_id,
+            max_instances=1,
+            coalesce=True,
+        )
     scheduler.start()
     app.extensions[SCHEDULER_KEY] = scheduler
     return scheduler

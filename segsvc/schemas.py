@@ -190,6 +190,26 @@ class SegmentUpdateSchema(Schema):
             raise ValidationError("Give `description` and/or `auto_percent`.")
 
 
+class RolloutSchema(Schema):
+    target_percent = AutoPercent(required=True)
+    state = fields.String(
+        required=True,
+        metadata={
+            "enum": ["converging", "done"],
+            "description": "`converging` while chunks still bring registered users to the target.",
+        },
+    )
+    users_left = fields.Integer(
+        required=True,
+        metadata={
+            "format": "int64",
+            "description": "Registered users the rollout has still to reach (0 when done).",
+        },
+    )
+    started_at = Timestamp(required=True)
+    finished_at = Timestamp(allow_none=True, required=True)
+
+
 class SegmentSchema(Schema):
     slug = fields.String(required=True, metadata={"example": "AVITO_VOICE_MESSAGES"})
     description = fields.String(allow_none=True, required=True)
@@ -197,6 +217,12 @@ class SegmentSchema(Schema):
     created_at = Timestamp(required=True)
     deleted_at = Timestamp(allow_none=True, required=True)
     member_count = fields.Integer(required=True, metadata={"format": "int64"})
+    rollout = fields.Nested(
+        RolloutSchema,
+        allow_none=True,
+        required=True,
+        metadata={"description": "The latest percentage change; null if there was none."},
+    )
 
 
 class SegmentListSchema(Schema):

@@ -12,34 +12,47 @@ from .errors import SegmentExists, SegmentNotFound
 def create_segment(
     connection: Connection, slug: str, description: str | None, auto_percent: Decimal
 ) -> dict[str, Any]:
-    """Creates the segment; with a percentage, every registered user it selects joins it.
-
-    Registrations wait meanwhile (they could not see this segment, nor it their users).
-    """
-    if auto_percent:
-        queries.fetch_one(connection, "lock_user_set_exclusive")
+    """Creates the segment; with a percentage, its rollout starts and converges in the
+    background (see segsvc.rollout), so this answers at once."""
     created = queries.fetch_one(
         connection, "create_segment", slug=slug, description=description, auto_percent=auto_percent
     )
     if created is None:
         raise SegmentExists(f"An active segment {slug!r} already exists.", slug=slug)
     if auto_percent:
-        at = queries.change_time(connection)
-        rollout.change_percentage(connection, created, 0, auto_percent, at)
+        rollout.restart_rollout(connection, created["segment_id"])
     return get_segment(connection, slug)
 
 
 def list_segments(connection: Connection, include_deleted: bool) -> list[dict[str, Any]]:
-    return queries.fetch_all(
+    rows = queries.fetch_all(
         connection, "find_segments", include_deleted=include_deleted, slug=None
     )
+    return [_with_rollout(row) for row in rows]
 
 
 def get_segment(connection: Connection, slug: str) -> dict[str, Any]:
     segment = queries.fetch_one(connection, "find_segments", include_deleted=False, slug=slug)
     if segment is None:
         raise SegmentNotFound(f"There is no active segment {slug!r}.", slug=slug)
-    return segment
+    return _with_rollout(segment)
+
+
+def _with_rollout(row: dict[str, Any]) -> dict[str, Any]:
+    """The segment with its `rollout`: None for a segment whose percentage was never set."""
+    started_at = row.pop("rollout_started_at")
+    finished_at = row.pop("rollout_finished_at")
+    users_left = row.pop("rollout_users_left")
+    row["rollout"] = None
+    if started_at is not None:
+        row["rollout"] = {
+            "target_percent": row["auto_percent"],
+            "state": "converging" if finished_at is None else "done",
+            "users_left": users_left,
+            "started_at": started_at,
+            "finished_at": finished_at,
+        }
+    return row
 
 
 def segment_members(
@@ -59,15 +72,14 @@ def segment_members(
 
 
 def update_segment(connection: Connection, slug: str, changes: dict[str, Any]) -> dict[str, Any]:
-    """Changes the description and/or the percentage; a new percentage ramps at once.
-
-    Registrations wait while the percentage changes (a segment going from 0 % is invisible to
-    their enrolment, and they are invisible to its ramp).
-    """
-    if "auto_percent" in changes:
-        queries.fetch_one(connection, "lock_user_set_exclusive")
-    segment = _lock_active_segment(connection, slug)
+    """Changes the description and/or the percentage; a new percentage restarts the segment's
+    rollout, which converges in the background, so this answers at once."""
+    segment = _lock_active_segment(connection, slug, with_rollout="auto_percent" in changes)
     new_percent = changes.get("auto_percent", segment["auto_percent"])
+    ramps = new_percent != segment["auto_percent"]
+    if ramps:
+        # Under the old percentage: an expiry inside its range excludes the user from it.
+        _settle_expired(connection, segment["segment_id"], queries.change_time(connection))
     queries.execute(
         connection,
         "update_segment",
@@ -75,31 +87,41 @@ def update_segment(connection: Connection, slug: str, changes: dict[str, Any]) -
         auto_percent=new_percent,
         description=changes.get("description", segment["description"]),
     )
-    if new_percent != segment["auto_percent"]:
-        at = queries.change_time(connection)
-        _settle_expired(connection, segment["segment_id"], at)
-        rollout.change_percentage(connection, segment, segment["auto_percent"], new_percent, at)
+    if ramps:
+        rollout.restart_rollout(connection, segment["segment_id"])
     return get_segment(connection, slug)
 
 
 def delete_segment(connection: Connection, slug: str) -> None:
-    """Every member leaves (a history row each), then the segment is marked deleted.
+    """Every member leaves (a history row each), then the segment is marked deleted and its
+    rollout ends.
 
     The segment row stays locked until commit, so a membership change that names this
     segment either finishes first (and its members are removed here) or sees it gone.
     """
-    segment_id = _lock_active_segment(connection, slug)["segment_id"]
+    segment_id = _lock_active_segment(connection, slug, with_rollout=True)["segment_id"]
     at = queries.change_time(connection)
     _settle_expired(connection, segment_id, at)
     queries.execute(connection, "remove_all_segment_members", segment_id=segment_id, at=at)
     queries.execute(connection, "mark_segment_deleted", segment_id=segment_id, at=at)
+    rollout.end_rollout(connection, segment_id, at)
 
 
-def _lock_active_segment(connection: Connection, slug: str) -> dict[str, Any]:
-    segment = queries.fetch_one(connection, "lock_active_segment", slug=slug)
-    if segment is None:
-        raise SegmentNotFound(f"There is no active segment {slug!r}.", slug=slug)
-    return segment
+def _lock_active_segment(connection: Connection, slug: str, with_rollout: bool) -> dict[str, Any]:
+    """The segment's row lock; `with_rollout` first takes its rollout's (the lock order of
+    segsvc.rollout), waiting for a chunk in progress. Retries if the slug was deleted and
+    created again in between."""
+    while True:
+        found = queries.fetch_one(connection, "active_segment_id", slug=slug)
+        if found is None:
+            raise SegmentNotFound(f"There is no active segment {slug!r}.", slug=slug)
+        if with_rollout:
+            rollout.lock_rollout(connection, found["segment_id"])
+        segment = queries.fetch_one(connection, "lock_active_segment", slug=slug)
+        if segment is None:
+            raise SegmentNotFound(f"There is no active segment {slug!r}.", slug=slug)
+        if segment["segment_id"] == found["segment_id"]:
+            return segment
 
 
 def _settle_expired(connection: Connection, segment_id: int, at: Any) -> None:

@@ -23,7 +23,6 @@ def register_users(connection: Connection, user_ids: Sequence[int]) -> int:
     A chunk's rows carry its own change time, read once its users' rows are held: a time read
     before could precede the deletion of one of them, committed in between.
     """
-    queries.fetch_one(connection, "lock_user_set_shared")
     ordered = sorted(set(user_ids))
     registered_count = 0
     for start in range(0, len(ordered), REGISTRATION_CHUNK):
@@ -56,9 +55,8 @@ def get_user(connection: Connection, user_id: int) -> dict[str, Any]:
 
 
 def delete_user(connection: Connection, user_id: int) -> None:
-    """The user leaves every segment (a history row each) and is unregistered; never while a
-    percentage changes, as that may be adding the user."""
-    queries.fetch_one(connection, "lock_user_set_shared")
+    """The user leaves every segment (a history row each) and is unregistered. A rollout's chunk
+    holding the user (a shared lock) finishes first; a later one no longer sees the user."""
     if queries.fetch_one(connection, "lock_user_for_deletion", user_id=user_id) is None:
         raise UserNotFound(f"User {user_id} is not registered.", user_id=user_id)
     queries.fetch_all(connection, "lock_user_memberships", user_id=user_id)

@@ -8,13 +8,23 @@
 SELECT clock_timestamp() AS at;
 
 -- name: user_segments
--- The hot read path: one index range scan on the memberships primary key.
+-- The hot read path: one index range scan on the memberships primary key. An id that is not
+-- registered has no memberships and reads what registering it now would give it: the percentage
+-- segments whose bucket rule selects it, added now. For a registered user the second branch costs
+-- one probe of the users primary key (a one-time filter) and computes no bucket.
 SELECT s.slug, m.added_at, m.expires_at
   FROM memberships m
   JOIN segments s ON s.segment_id = m.segment_id
  WHERE m.user_id = %(user_id)s
    AND (m.expires_at IS NULL OR m.expires_at > now())
- ORDER BY s.slug;
+ UNION ALL
+SELECT s.slug, now(), NULL
+  FROM segments s
+ WHERE NOT EXISTS (SELECT 1 FROM users u WHERE u.user_id = %(user_id)s)
+   AND s.deleted_at IS NULL
+   AND s.auto_percent > 0
+   AND segment_bucket(s.slug, %(user_id)s) < s.auto_percent * 100
+ ORDER BY slug;
 
 -- name: lock_active_segments_by_slug
 -- FOR SHARE makes a concurrent segment deletion wait for this change, and makes this change
@@ -36,11 +46,20 @@ SELECT segment_id
 
 -- name: settle_expired_user_memberships
 -- Ends the memberships whose time ran out, recorded at their expiry time, before any other
--- change of this user so that the history reads the same whenever the expiry job runs.
+-- change of this user so that the history reads the same whenever the expiry job runs. An
+-- expiry inside the segment's rollout range excludes the user from the rollout, dated at the
+-- expiry, as a removal by hand does (README "Expiry (TTL)"); every settling query does the same.
 WITH expired AS (
     DELETE FROM memberships
      WHERE user_id = %(user_id)s AND expires_at <= %(at)s
  RETURNING user_id, segment_id, expires_at
+),
+excluded AS (
+    INSERT INTO auto_exclusions (segment_id, user_id, excluded_at)
+    SELECT segment_id, user_id, expires_at
+      FROM expired JOIN segments s USING (segment_id)
+     WHERE segment_bucket(s.slug, user_id) < s.auto_percent * 100
+        ON CONFLICT (segment_id, user_id) DO NOTHING
 )
 INSERT INTO membership_history (user_id, segment_id, operation, reason, at)
 SELECT user_id, segment_id, 'removed', 'expired', expires_at
@@ -48,10 +67,30 @@ SELECT user_id, segment_id, 'removed', 'expired', expires_at
  ORDER BY expires_at, segment_id;
 
 -- name: settle_expired_segment_memberships
-WITH expired AS (
-    DELETE FROM memberships
-     WHERE segment_id = %(segment_id)s AND expires_at <= %(at)s
- RETURNING user_id, segment_id, expires_at
+-- As settle_expired_user_memberships. The exclusion's foreign key locks each user (KEY SHARE):
+-- `due` takes those locks before the memberships', the order of a user's deletion, which would
+-- otherwise hold the user and wait for a membership this holds. Reads the segment's percentage,
+-- so a change of it must settle before writing the new one.
+WITH due AS (
+    SELECT m.user_id
+      FROM memberships m
+      JOIN users u ON u.user_id = m.user_id
+     WHERE m.segment_id = %(segment_id)s AND m.expires_at <= %(at)s
+     ORDER BY m.user_id
+       FOR KEY SHARE OF u
+),
+expired AS (
+    DELETE FROM memberships m
+     USING due
+     WHERE m.segment_id = %(segment_id)s AND m.user_id = due.user_id AND m.expires_at <= %(at)s
+ RETURNING m.user_id, m.segment_id, m.expires_at
+),
+excluded AS (
+    INSERT INTO auto_exclusions (segment_id, user_id, excluded_at)
+    SELECT segment_id, user_id, expires_at
+      FROM expired JOIN segments s USING (segment_id)
+     WHERE segment_bucket(s.slug, user_id) < s.auto_percent * 100
+        ON CONFLICT (segment_id, user_id) DO NOTHING
 )
 INSERT INTO membership_history (user_id, segment_id, operation, reason, at)
 SELECT user_id, segment_id, 'removed', 'expired', expires_at

@@ -1,14 +1,9 @@
 -- Percentage rollouts: a segment with auto_percent p holds every registered user whose
--- segment_bucket(slug, user_id) < p * 100 (see migrations/0002), as `auto` memberships.
-
--- name: lock_user_set_shared
--- Registrations and deletions of users run concurrently with each other but never with a
--- percentage change (a creation or a ramp): that would miss a user registered meanwhile (neither
--- sees the other's uncommitted rows), or fail on a user deleted under it.
-SELECT pg_advisory_xact_lock_shared(7357001);
-
--- name: lock_user_set_exclusive
-SELECT pg_advisory_xact_lock(7357001);
+-- segment_bucket(slug, user_id) < p * 100 (see migrations/0002) as `auto` memberships, minus the
+-- users excluded from it. A change of p restarts the segment's row in `rollouts`; chunks of users
+-- in id order then converge them to p, each chunk one transaction (segsvc/rollout.py).
+-- Lock order: a rollout's row, then users, then memberships. A change of p takes the rollout's
+-- row before the segment's, so a chunk never runs under a changing target.
 
 -- name: lock_auto_segments
 -- Shared: a concurrent deletion of one of them finishes first, and then it is not enrolled into.
@@ -36,23 +31,78 @@ SELECT user_id, segment_id, 'added', 'auto', %(at)s
   FROM enrolled
  ORDER BY user_id, segment_id;
 
--- name: enroll_bucket_range
--- Ramp-up: every registered user whose bucket is in [from_bucket, to_bucket) and who is neither
--- a member nor excluded by hand. No user is registered or deleted meanwhile (lock_user_set_*).
+-- name: lock_rollout
+-- Before a change of the segment's percentage or its deletion: waits for a running chunk.
+SELECT segment_id
+  FROM rollouts
+ WHERE segment_id = %(segment_id)s
+   FOR UPDATE;
+
+-- name: restart_rollout
+-- The target changed: every user is converged again, from the first.
+INSERT INTO rollouts (segment_id, converged_up_to, started_at)
+VALUES (%(segment_id)s, 0, %(at)s)
+    ON CONFLICT (segment_id) DO UPDATE
+   SET converged_up_to = 0, started_at = %(at)s, finished_at = NULL, waits_for = NULL;
+
+-- name: end_rollout
+UPDATE rollouts
+   SET finished_at = %(at)s
+ WHERE segment_id = %(segment_id)s AND finished_at IS NULL;
+
+-- name: claim_rollout
+-- The oldest unfinished rollout that no one else is stepping (its row lock is the lease: a
+-- killed worker's lease ends with its connection), among those whose wait is over.
+SELECT r.segment_id, r.converged_up_to, r.waits_for IS NULL AS not_waiting_yet,
+       s.slug, s.auto_percent
+  FROM rollouts r
+  JOIN segments s ON s.segment_id = r.segment_id
+ WHERE r.finished_at IS NULL
+   AND s.deleted_at IS NULL
+   AND (r.waits_for IS NULL
+        OR NOT EXISTS (SELECT 1
+                         FROM pg_snapshot_xip(r.waits_for) AS running (xid)
+                        WHERE pg_xact_status(running.xid) = 'in progress'))
+ ORDER BY r.started_at, r.segment_id
+ LIMIT 1
+   FOR UPDATE OF r SKIP LOCKED;
+
+-- name: wait_for_running_transactions
+-- Taken after the change committed: any registration that could not see it is in here.
+UPDATE rollouts
+   SET waits_for = pg_current_snapshot()
+ WHERE segment_id = %(segment_id)s;
+
+-- name: lock_user_chunk
+-- Shared locks: a change or deletion of one of these users waits for the chunk, or the chunk for
+-- it, so the chunk's time comes after every change of theirs it follows.
+SELECT user_id
+  FROM users
+ WHERE user_id > %(after)s
+ ORDER BY user_id
+ LIMIT %(chunk_users)s
+   FOR SHARE;
+
+-- name: lock_chunk_memberships
+-- The expiry job skips locked memberships; this waits for one it is ending.
+SELECT user_id
+  FROM memberships
+ WHERE segment_id = %(segment_id)s AND user_id = ANY (%(user_ids)s::bigint[])
+ ORDER BY user_id
+   FOR UPDATE;
+
+-- name: enroll_user_chunk
+-- The chunk's users in the range who are neither members nor excluded.
 WITH enrolled AS (
     INSERT INTO memberships (user_id, segment_id, added_at, source)
     SELECT u.user_id, %(segment_id)s, %(at)s, 'auto'
-      FROM users u
-     WHERE segment_bucket(%(slug)s, u.user_id) >= %(from_bucket)s
-       AND segment_bucket(%(slug)s, u.user_id) < %(to_bucket)s
+      FROM unnest(%(user_ids)s::bigint[]) AS u (user_id)
+     WHERE segment_bucket(%(slug)s, u.user_id) < %(bucket_limit)s
        AND NOT EXISTS (SELECT 1 FROM memberships m
                         WHERE m.user_id = u.user_id AND m.segment_id = %(segment_id)s)
        AND NOT EXISTS (SELECT 1 FROM auto_exclusions e
                         WHERE e.user_id = u.user_id AND e.segment_id = %(segment_id)s)
-     -- No index gives this order, so a sort reads every candidate before the first insert: the
-     -- membership check then never scans rows this statement is adding (quadratic otherwise).
-     ORDER BY segment_bucket(%(slug)s, u.user_id), u.user_id
-        ON CONFLICT (user_id, segment_id) DO NOTHING
+     ORDER BY u.user_id
  RETURNING user_id, segment_id
 )
 INSERT INTO membership_history (user_id, segment_id, operation, reason, at)
@@ -60,16 +110,51 @@ SELECT user_id, segment_id, 'added', 'auto', %(at)s
   FROM enrolled
  ORDER BY user_id;
 
--- name: disenroll_from_bucket
--- Ramp-down: only automatic members whose bucket is now out of range; manual ones stay.
+-- name: disenroll_user_chunk
+-- Only automatic members out of the range; manual ones stay.
 WITH removed AS (
     DELETE FROM memberships
      WHERE segment_id = %(segment_id)s
+       AND user_id = ANY (%(user_ids)s::bigint[])
        AND source = 'auto'
-       AND segment_bucket(%(slug)s, user_id) >= %(from_bucket)s
+       AND segment_bucket(%(slug)s, user_id) >= %(bucket_limit)s
  RETURNING user_id, segment_id
 )
 INSERT INTO membership_history (user_id, segment_id, operation, reason, at)
 SELECT user_id, segment_id, 'removed', 'auto', %(at)s
   FROM removed
  ORDER BY user_id;
+
+-- name: advance_rollout
+UPDATE rollouts
+   SET converged_up_to = %(converged_up_to)s,
+       finished_at = CASE WHEN %(finished)s THEN %(at)s END
+ WHERE segment_id = %(segment_id)s;
+
+-- name: count_converging_rollouts
+SELECT count(*) AS rollouts
+  FROM rollouts r
+  JOIN segments s ON s.segment_id = r.segment_id
+ WHERE r.finished_at IS NULL AND s.deleted_at IS NULL;
+
+-- name: settle_expired_chunk_memberships
+-- The chunk's memberships of this segment whose time ran out end at their expiry time first, as
+-- every other change does; an expiry inside the rollout's range excludes the user from it.
+WITH expired AS (
+    DELETE FROM memberships
+     WHERE segment_id = %(segment_id)s
+       AND user_id = ANY (%(user_ids)s::bigint[])
+       AND expires_at <= %(at)s
+ RETURNING user_id, segment_id, expires_at
+),
+excluded AS (
+    INSERT INTO auto_exclusions (segment_id, user_id, excluded_at)
+    SELECT segment_id, user_id, expires_at
+      FROM expired
+     WHERE segment_bucket(%(slug)s, user_id) < %(bucket_limit)s
+        ON CONFLICT (segment_id, user_id) DO NOTHING
+)
+INSERT INTO membership_history (user_id, segment_id, operation, reason, at)
+SELECT user_id, segment_id, 'removed', 'expired', expires_at
+  FROM expired
+ ORDER BY expires_at, user_id;

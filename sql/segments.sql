@@ -8,13 +8,21 @@ ON CONFLICT (slug) WHERE deleted_at IS NULL DO NOTHING
 RETURNING segment_id, slug;
 
 -- name: find_segments
--- All segments, or one slug; active only unless include_deleted. Ordered by slug, then age.
+-- All segments, or one slug; active only unless include_deleted. Ordered by slug, then age. A
+-- segment whose percentage was ever set has a rollout: users_left counts the registered users
+-- its chunks have still to reach (an index-only range scan, only while it converges).
 SELECT s.slug, s.description, s.auto_percent, s.created_at, s.deleted_at,
        (SELECT count(*)
           FROM memberships m
          WHERE m.segment_id = s.segment_id
-           AND (m.expires_at IS NULL OR m.expires_at > now())) AS member_count
+           AND (m.expires_at IS NULL OR m.expires_at > now())) AS member_count,
+       r.started_at AS rollout_started_at,
+       r.finished_at AS rollout_finished_at,
+       CASE WHEN r.segment_id IS NOT NULL AND r.finished_at IS NULL
+            THEN (SELECT count(*) FROM users u WHERE u.user_id > r.converged_up_to)
+            ELSE 0 END AS rollout_users_left
   FROM segments s
+  LEFT JOIN rollouts r ON r.segment_id = s.segment_id
  WHERE (s.deleted_at IS NULL OR %(include_deleted)s)
    AND (%(slug)s::text IS NULL OR s.slug = %(slug)s)
  ORDER BY s.slug, s.created_at;

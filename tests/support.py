@@ -5,6 +5,7 @@ from typing import Any
 from flask.testing import FlaskClient
 
 from benchmarks.consistency import history_violations
+from segsvc import db, queries, rollout
 
 
 def create_segment(client: FlaskClient, slug: str, **fields: Any) -> dict[str, Any]:
@@ -81,3 +82,36 @@ def insert_due_memberships(sql, slug: str, count: int, first_user_id: int = 1) -
         "  WHERE s.slug = %(slug)s AND m.user_id BETWEEN %(first)s AND %(last)s",
         params,
     )
+
+
+def converge(app: Any) -> None:
+    """Runs the rollout job until every rollout has converged, as the scheduler does in every
+    worker; fails if that does not happen."""
+    pool = db.get_pool(app)
+    for _ in range(10000):
+        rollout.converge_rollouts(pool, chunk_users=1000, budget_seconds=5)
+        with db.single_statement(pool) as connection:
+            if not queries.fetch_one(connection, "count_converging_rollouts")["rollouts"]:
+                return
+    raise AssertionError("the rollouts did not converge")
+
+
+def register(client: FlaskClient, user_ids: Any) -> None:
+    """Registers the ids through the API, 10,000 a request."""
+    user_ids = list(user_ids)
+    for start in range(0, len(user_ids), 10000):
+        response = client.post("/api/v1/users", json={"user_ids": user_ids[start : start + 10000]})
+        assert response.status_code == 200, response.get_json()
+
+
+def members(sql, slug: str, source: str | None = None) -> set[int]:
+    rows = sql.rows(
+        "SELECT m.user_id FROM memberships m JOIN segments s USING (segment_id)"
+        " WHERE s.slug = %s AND s.deleted_at IS NULL AND (%s::text IS NULL OR m.source = %s)",
+        (slug, source, source),
+    )
+    return {user_id for (user_id,) in rows}
+
+
+def selected(slug: str, user_ids, percent: float) -> set[int]:
+    return {u for u in user_ids if rollout.bucket(slug, u) < rollout.bucket_limit(percent)}

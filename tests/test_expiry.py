@@ -8,16 +8,18 @@ import threading
 import time
 
 import psycopg2
+import pytest
 from support import (
     assert_history_replays_to_current_state,
     change_segments,
+    converge,
     create_segment,
     expire_membership,
     insert_due_memberships,
     segment_slugs,
 )
 
-from segsvc import db, expiry, queries, scheduler
+from segsvc import db, expiry, queries, rollout, scheduler, users
 from segsvc.config import Config
 
 
@@ -241,8 +243,177 @@ def test_the_real_scheduler_ends_a_membership_soon_after_it_expires(config, clie
     ]
 
 
-def test_a_switched_off_scheduler_does_not_start(config):
+def test_switching_expiry_off_leaves_only_the_rollout_job(config):
     from segsvc import create_app
 
     app = create_app(Config(database_url=config.database_url, expiry_enabled=False))
-    assert scheduler.start_scheduler(app) is None
+    started = scheduler.start_scheduler(app)
+    try:
+        assert [job.id for job in started.get_jobs()] == ["converge_rollouts"]
+    finally:
+        scheduler.stop_scheduler(app)
+
+
+# An expiry inside a rollout's range excludes the user from the rollout, dated at the expiry,
+# whichever path settles it; outside the range it leaves the rollout free to enrol them later.
+
+ROLLOUT = "AVITO_DISCOUNT_30"
+
+
+def _first_user(from_bucket: int, to_bucket: int) -> int:
+    return next(
+        u for u in range(1000, 100000) if from_bucket <= rollout.bucket(ROLLOUT, u) < to_bucket
+    )
+
+
+def _expired_ttl_memberships(
+    client, sql, percent: float, users: list[int]
+) -> dict[int, dt.datetime]:
+    """The users got segment ROLLOUT (at `percent`) by hand with a TTL that ran out an hour ago,
+    not settled yet; returns each one's expiry time."""
+    create_segment(client, ROLLOUT, auto_percent=percent)
+    create_segment(client, "AVITO_VOICE_MESSAGES")
+    for user_id in users:
+        change_segments(client, user_id, add=[{"slug": ROLLOUT, "ttl_seconds": 60}])
+        expire_membership(sql, user_id, ROLLOUT)
+    return dict(
+        sql.rows("SELECT user_id, expires_at FROM memberships WHERE expires_at IS NOT NULL")
+    )
+
+
+def _exclusions(sql) -> dict[int, dt.datetime]:
+    return dict(sql.rows("SELECT user_id, excluded_at FROM auto_exclusions"))
+
+
+def _ramp(client, app, percent: float) -> None:
+    response = client.patch(f"/api/v1/segments/{ROLLOUT}", json={"auto_percent": percent})
+    assert response.status_code == 200, response.get_json()
+    converge(app)
+
+
+def _settle_by_the_job(app, client, users):
+    scheduler.run_expiry_job(app)
+
+
+def _settle_by_changes_of_the_users(app, client, users):
+    for user_id in users:
+        response = change_segments(client, user_id, add=["AVITO_VOICE_MESSAGES"])
+        assert response.status_code == 200, response.get_json()
+
+
+def _settle_by_a_report(app, client, users):
+    response = client.get("/api/v1/reports/history.csv?from=2020-01")
+    assert response.status_code == 200
+
+
+def _settle_by_a_ramp(app, client, users):
+    _ramp(client, app, 70)
+
+
+@pytest.mark.parametrize(
+    "settle",
+    [_settle_by_the_job, _settle_by_changes_of_the_users, _settle_by_a_report, _settle_by_a_ramp],
+)
+def test_an_expiry_inside_the_rollout_range_excludes_the_user_at_the_expiry_time(
+    app, client, sql, settle
+):
+    inside, outside = _first_user(0, 6000), _first_user(7000, 10000)
+    expires_at = _expired_ttl_memberships(client, sql, 60, [inside, outside])
+    settle(app, client, [inside, outside])
+    assert _exclusions(sql) == {inside: expires_at[inside]}
+    _ramp(client, app, 100)
+    assert ROLLOUT not in segment_slugs(client, inside)
+    assert ROLLOUT in segment_slugs(client, outside)
+    assert_history_replays_to_current_state(sql)
+
+
+def test_a_deleted_user_takes_the_exclusion_of_its_expiry_along(client, sql):
+    inside = _first_user(0, 6000)
+    _expired_ttl_memberships(client, sql, 60, [inside])
+    assert client.delete(f"/api/v1/users/{inside}").status_code == 204
+    assert _exclusions(sql) == {}
+    assert client.post("/api/v1/users", json={"user_ids": [inside]}).status_code == 200
+    assert segment_slugs(client, inside) == [ROLLOUT]
+
+
+def test_a_user_whose_ttl_ran_out_is_not_put_back_by_ramping_down_and_up(app, client, sql):
+    """The issue's case: 60 % -> 10 % -> 60 % put the user back once the job had ended the row."""
+    user_id = _first_user(1000, 6000)
+    expires_at = _expired_ttl_memberships(client, sql, 60, [user_id])
+    scheduler.run_expiry_job(app)
+    _ramp(client, app, 10)
+    _ramp(client, app, 60)
+    assert _exclusions(sql) == {user_id: expires_at[user_id]}
+    assert ROLLOUT not in segment_slugs(client, user_id)
+    assert_history_replays_to_current_state(sql)
+
+
+@pytest.mark.parametrize(
+    ("user_buckets", "ramps", "excluded"),
+    [((1000, 6000), [10, 60], True), ((6000, 7000), [70], False)],
+    ids=["down_and_up", "up"],
+)
+def test_a_ramp_judges_the_expiries_it_settles_by_the_percentage_they_ran_out_under(
+    app, client, sql, user_buckets, ramps, excluded
+):
+    user_id = _first_user(*user_buckets)
+    expires_at = _expired_ttl_memberships(client, sql, 60, [user_id])
+    for percent in ramps:
+        _ramp(client, app, percent)
+    assert _exclusions(sql) == ({user_id: expires_at[user_id]} if excluded else {})
+    assert (ROLLOUT in segment_slugs(client, user_id)) is not excluded
+
+
+def test_the_job_skips_the_expiries_of_a_user_being_deleted(
+    app, client, sql, database_url_for_test
+):
+    """The exclusion's foreign key would wait for the deleted user, which waits for the row the
+    job holds: the job skips the user, whose deletion settles the row itself."""
+    user_id = _first_user(0, 6000)
+    _expired_ttl_memberships(client, sql, 60, [user_id])
+    deleting = psycopg2.connect(database_url_for_test)
+    try:
+        queries.fetch_one(deleting, "lock_user_for_deletion", user_id=user_id)
+        assert scheduler.run_expiry_job(app) == 0
+        users.delete_user(deleting, user_id)
+        deleting.commit()
+    finally:
+        deleting.close()
+    assert sql.rows("SELECT operation, reason FROM membership_history ORDER BY at") == [
+        ("added", "auto"),
+        ("removed", "expired"),
+    ]
+    assert_history_replays_to_current_state(sql)
+
+
+def test_deleting_a_segment_while_a_user_with_an_expired_ttl_in_it_is_deleted_does_not_deadlock(
+    app, client, sql, database_url_for_test
+):
+    """The segment's settling locks each user (for the exclusion's foreign key) before its
+    membership, the order of the user's deletion; the other way round, each waited for the other."""
+    user_id = _first_user(0, 6000)
+    _expired_ttl_memberships(client, sql, 60, [user_id])
+    deleting = psycopg2.connect(database_url_for_test)
+    answers: list[int] = []
+    segment_deletion = threading.Thread(
+        target=lambda: answers.append(
+            app.test_client().delete(f"/api/v1/segments/{ROLLOUT}").status_code
+        )
+    )
+    try:
+        queries.fetch_one(deleting, "lock_user_for_deletion", user_id=user_id)
+        segment_deletion.start()
+        deadline = time.monotonic() + 10
+        while not sql.value(
+            "SELECT bool_or(cardinality(pg_blocking_pids(pid)) > 0) FROM pg_stat_activity"
+            " WHERE datname = current_database()"
+        ):
+            assert time.monotonic() < deadline, "the segment's deletion never waited"
+            time.sleep(0.02)
+        users.delete_user(deleting, user_id)
+        deleting.commit()
+    finally:
+        deleting.close()
+        segment_deletion.join(timeout=30)
+    assert answers == [204]
+    assert_history_replays_to_current_state(sql)

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from flask import Flask
 from prometheus_client.parser import text_string_to_metric_families
 from serving import Launcher, http
-from support import change_segments, create_segment, expire_membership
+from support import change_segments, converge, create_segment, expire_membership
 
 from segsvc import create_app, db, scheduler
 from segsvc.config import Config, parse_api_tokens
@@ -141,11 +141,14 @@ def test_automatic_enrolments_are_counted_by_trigger(client, sql):
     before = scrape(client)
 
     create_segment(client, "AVITO_DISCOUNT_50", auto_percent=100)
+    assert value(scrape(client), "segsvc_rollouts_converging") == 1
+    converge(client.application)
     assert client.post("/api/v1/users", json={"user_ids": [11, 12]}).status_code == 200
     after = scrape(client)
 
     name = "segsvc_auto_enrollments_total"
-    assert value(after, name, trigger="ramp") - value(before, name, trigger="ramp") == 10
+    assert value(after, "segsvc_rollouts_converging") == 0
+    assert value(after, name, trigger="rollout") - value(before, name, trigger="rollout") == 10
     registration = value(after, name, trigger="registration")
     assert registration - value(before, name, trigger="registration") == 2
     assert sql.value("SELECT count(*) FROM memberships") == 12

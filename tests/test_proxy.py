@@ -342,8 +342,9 @@ def test_nginx_disconnects_a_slow_client_without_troubling_the_service(
         nginx = start_nginx(service.getsockname()[1])
         started = time.monotonic()
         with SlowClients(nginx.port, 1, head, tail) as slow:
-            slow.connections[0].settimeout(CLIENT_TIMEOUT_SECONDS + 3)
+            slow.connections[0].settimeout(CLIENT_TIMEOUT_SECONDS + 6)
             assert slow.connections[0].recv(1024) == b"", "nginx answered instead of closing"
             elapsed = time.monotonic() - started
-        assert CLIENT_TIMEOUT_SECONDS - 0.5 < elapsed < CLIENT_TIMEOUT_SECONDS + 1.5
+        # Loose above: the shared 2-core machine may be busy running the rest of the suite.
+        assert CLIENT_TIMEOUT_SECONDS - 0.5 < elapsed < CLIENT_TIMEOUT_SECONDS + 4
         assert select.select([service], [], [], 0)[0] == [], "the service was called"

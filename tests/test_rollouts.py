@@ -5,31 +5,19 @@ import random
 import threading
 
 import pytest
-from support import assert_history_replays_to_current_state, change_segments, create_segment
+from support import (
+    assert_history_replays_to_current_state,
+    change_segments,
+    converge,
+    create_segment,
+    members,
+    register,
+    selected,
+)
 
 from segsvc import create_app, db, rollout
 
 USERS = 20000
-
-
-def register(client, user_ids) -> None:
-    user_ids = list(user_ids)
-    for start in range(0, len(user_ids), 10000):
-        response = client.post("/api/v1/users", json={"user_ids": user_ids[start : start + 10000]})
-        assert response.status_code == 200, response.get_json()
-
-
-def members(sql, slug: str, source: str | None = None) -> set[int]:
-    rows = sql.rows(
-        "SELECT m.user_id FROM memberships m JOIN segments s USING (segment_id)"
-        " WHERE s.slug = %s AND s.deleted_at IS NULL AND (%s::text IS NULL OR m.source = %s)",
-        (slug, source, source),
-    )
-    return {user_id for (user_id,) in rows}
-
-
-def selected(slug: str, user_ids, percent: float) -> set[int]:
-    return {u for u in user_ids if rollout.bucket(slug, u) < rollout.bucket_limit(percent)}
 
 
 def within_three_sigma(count: int, total: int, share: float) -> bool:
@@ -38,9 +26,18 @@ def within_three_sigma(count: int, total: int, share: float) -> bool:
 
 
 def set_percent(client, slug: str, percent: float) -> dict:
+    """Changes the percentage and lets the rollout converge; returns the segment then."""
     response = client.patch(f"/api/v1/segments/{slug}", json={"auto_percent": percent})
     assert response.status_code == 200, response.get_json()
-    return response.get_json()
+    converge(client.application)
+    return client.get(f"/api/v1/segments/{slug}").get_json()
+
+
+def create_rollout(client, slug: str, percent: float) -> dict:
+    """Creates a segment with a percentage and lets its rollout converge."""
+    create_segment(client, slug, auto_percent=percent)
+    converge(client.application)
+    return client.get(f"/api/v1/segments/{slug}").get_json()
 
 
 def test_python_and_sql_buckets_agree(sql):
@@ -65,8 +62,11 @@ def test_creating_a_segment_selects_the_share_of_registered_users(client, sql):
         "/api/v1/segments", json={"slug": "AVITO_VOICE_MESSAGES", "auto_percent": 10}
     )
     assert response.status_code == 201
-    body = response.get_json()
+    assert response.get_json()["rollout"]["state"] == "converging"
+    converge(client.application)
+    body = client.get("/api/v1/segments/AVITO_VOICE_MESSAGES").get_json()
     assert body["auto_percent"] == 10
+    assert body["rollout"]["state"] == "done"
     chosen = members(sql, "AVITO_VOICE_MESSAGES", "auto")
     assert body["member_count"] == len(chosen)
     assert within_three_sigma(len(chosen), USERS, 0.10), len(chosen)
@@ -78,7 +78,7 @@ def test_creating_a_segment_selects_the_share_of_registered_users(client, sql):
 
 def test_the_same_users_on_every_read_and_after_a_restart(client, config, sql):
     register(client, range(1, 2001))
-    create_segment(client, "AVITO_VOICE_MESSAGES", auto_percent=25)
+    create_rollout(client, "AVITO_VOICE_MESSAGES", 25)
     chosen = selected("AVITO_VOICE_MESSAGES", range(1, 2001), 25)
     sample = sorted(chosen)[:20] + sorted(set(range(1, 2001)) - chosen)[:20]
 
@@ -104,7 +104,7 @@ def test_the_same_users_on_every_read_and_after_a_restart(client, config, sql):
 
 def test_ramping_up_gives_a_superset_and_down_a_subset(client, sql):
     register(client, range(1, USERS + 1))
-    create_segment(client, "AVITO_DISCOUNT_30", auto_percent=10)
+    create_rollout(client, "AVITO_DISCOUNT_30", 10)
     at_10 = members(sql, "AVITO_DISCOUNT_30")
     body = set_percent(client, "AVITO_DISCOUNT_30", 50)
     at_50 = members(sql, "AVITO_DISCOUNT_30")
@@ -124,8 +124,8 @@ def test_ramping_up_gives_a_superset_and_down_a_subset(client, sql):
 
 
 def test_users_registered_later_are_selected_at_the_same_rate(client, sql):
-    create_segment(client, "AVITO_VOICE_MESSAGES", auto_percent=10)
-    create_segment(client, "AVITO_DISCOUNT_50", auto_percent=50)
+    create_rollout(client, "AVITO_VOICE_MESSAGES", 10)
+    create_rollout(client, "AVITO_DISCOUNT_50", 50)
     register(client, range(1, USERS + 1))
     voice = members(sql, "AVITO_VOICE_MESSAGES")
     assert voice == selected("AVITO_VOICE_MESSAGES", range(1, USERS + 1), 10)
@@ -134,7 +134,7 @@ def test_users_registered_later_are_selected_at_the_same_rate(client, sql):
 
 
 def test_a_user_registered_by_a_change_is_enrolled_in_the_same_transaction(client, sql):
-    create_segment(client, "AVITO_VOICE_MESSAGES", auto_percent=50)
+    create_rollout(client, "AVITO_VOICE_MESSAGES", 50)
     create_segment(client, "MANUAL_ONLY")
     user_id = next(u for u in range(1, 100) if rollout.bucket("AVITO_VOICE_MESSAGES", u) < 5000)
     response = change_segments(client, user_id, add=["MANUAL_ONLY"])
@@ -146,8 +146,8 @@ def test_a_user_registered_by_a_change_is_enrolled_in_the_same_transaction(clien
 
 def test_two_segments_at_ten_percent_overlap_in_about_one_percent(client, sql):
     register(client, range(1, USERS + 1))
-    create_segment(client, "AVITO_DISCOUNT_30", auto_percent=10)
-    create_segment(client, "AVITO_PERFORMANCE_VAS", auto_percent=10)
+    create_rollout(client, "AVITO_DISCOUNT_30", 10)
+    create_rollout(client, "AVITO_PERFORMANCE_VAS", 10)
     overlap = members(sql, "AVITO_DISCOUNT_30") & members(sql, "AVITO_PERFORMANCE_VAS")
     assert within_three_sigma(len(overlap), USERS, 0.01), len(overlap)
 
@@ -167,7 +167,7 @@ def test_manual_members_survive_ramps(client, sql):
 
 def test_an_automatic_membership_changed_by_hand_becomes_manual(client, sql):
     register(client, range(1, 201))
-    create_segment(client, "AVITO_DISCOUNT_50", auto_percent=50)
+    create_rollout(client, "AVITO_DISCOUNT_50", 50)
     user_id = min(members(sql, "AVITO_DISCOUNT_50"))
     change_segments(client, user_id, add=["AVITO_DISCOUNT_50"])
     set_percent(client, "AVITO_DISCOUNT_50", 0)
@@ -176,7 +176,7 @@ def test_an_automatic_membership_changed_by_hand_becomes_manual(client, sql):
 
 def test_a_user_removed_by_hand_is_not_put_back_by_a_ramp_up(client, sql):
     register(client, range(1, 1001))
-    create_segment(client, "AVITO_VOICE_MESSAGES", auto_percent=30)
+    create_rollout(client, "AVITO_VOICE_MESSAGES", 30)
     removed = min(members(sql, "AVITO_VOICE_MESSAGES"))
     change_segments(client, removed, remove=["AVITO_VOICE_MESSAGES"])
     set_percent(client, "AVITO_VOICE_MESSAGES", 0)
@@ -190,16 +190,16 @@ def test_a_user_removed_by_hand_is_not_put_back_by_a_ramp_up(client, sql):
 
 def test_a_deleted_and_recreated_slug_selects_the_same_users(client, sql):
     register(client, range(1, 2001))
-    create_segment(client, "AVITO_DISCOUNT_30", auto_percent=20)
+    create_rollout(client, "AVITO_DISCOUNT_30", 20)
     before = members(sql, "AVITO_DISCOUNT_30")
     client.delete("/api/v1/segments/AVITO_DISCOUNT_30")
-    create_segment(client, "AVITO_DISCOUNT_30", auto_percent=20)
+    create_rollout(client, "AVITO_DISCOUNT_30", 20)
     assert members(sql, "AVITO_DISCOUNT_30") == before
 
 
 def test_changing_only_the_description_keeps_the_members(client, sql):
     register(client, range(1, 501))
-    create_segment(client, "A", auto_percent=40)
+    create_rollout(client, "A", 40)
     before = members(sql, "A")
     response = client.patch("/api/v1/segments/A", json={"description": "forty percent"})
     assert response.status_code == 200
@@ -222,7 +222,7 @@ def test_changing_only_the_description_keeps_the_members(client, sql):
     ],
 )
 def test_bad_segment_changes_are_422_and_change_nothing(client, sql, body):
-    create_segment(client, "A", auto_percent=10)
+    create_rollout(client, "A", 10)
     response = client.patch("/api/v1/segments/A", json=body)
     assert response.status_code == 422
     assert response.get_json()["code"] == "validation_failed"
@@ -231,7 +231,7 @@ def test_bad_segment_changes_are_422_and_change_nothing(client, sql, body):
 
 def test_percentages_take_two_decimals(client, sql):
     register(client, range(1, 101))
-    body = create_segment(client, "A", auto_percent=12.34)
+    body = create_rollout(client, "A", 12.34)
     assert body["auto_percent"] == 12.34
     assert members(sql, "A") == selected("A", range(1, 101), 12.34)
 
@@ -244,7 +244,7 @@ def test_changing_an_unknown_segment_is_404(client):
 
 def test_the_members_listing_pages_through_everyone_exactly_once(client, sql):
     register(client, range(1, 3001))
-    create_segment(client, "A", auto_percent=80)
+    create_rollout(client, "A", 80)
     expected = sorted(members(sql, "A"))
     seen: list[int] = []
     after = None
@@ -293,7 +293,7 @@ def test_registrations_during_ramps_and_creations_are_all_enrolled_exactly_by_bu
     """A user registered while a ramp or a creation runs is either seen by it or enrolls itself
     at the percentage it leaves behind."""
     register(client, range(1, 5001))
-    create_segment(client, "A", auto_percent=5)
+    create_rollout(client, "A", 5)
     create_segment(client, "M")
     create_segment(client, "Z")
     errors: list[BaseException] = []
@@ -331,6 +331,7 @@ def test_registrations_during_ramps_and_creations_are_all_enrolled_exactly_by_bu
     for thread in threads:
         thread.join(timeout=120)
     assert not errors, errors
+    converge(app)
     registered = {u for (u,) in sql.rows("SELECT user_id FROM users")}
     assert len(registered) == 11000 + 12
     assert members(sql, "A") == selected("A", registered, 45)

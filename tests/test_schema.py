@@ -15,6 +15,7 @@ def test_migrations_create_the_expected_tables(sql):
         ("auto_exclusions",),
         ("membership_history",),
         ("memberships",),
+        ("rollouts",),
         ("segments",),
         ("users",),
     ]
@@ -70,3 +71,11 @@ def test_the_read_path_uses_the_membership_primary_key(client, sql):
         )
     )
     assert "memberships_pkey" in plan
+
+
+def test_a_rollout_belongs_to_a_segment_and_cannot_finish_before_it_started(client, sql):
+    create_segment(client, "A", auto_percent=10)
+    with pytest.raises(psycopg2.errors.CheckViolation):
+        sql.execute("UPDATE rollouts SET finished_at = started_at - interval '1 second'")
+    with pytest.raises(psycopg2.errors.ForeignKeyViolation):
+        sql.execute("INSERT INTO rollouts (segment_id, started_at) VALUES (999, now())")

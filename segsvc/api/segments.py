@@ -14,7 +14,7 @@ TAG = "segments"
 
 
 def _allow_bulk_statements(connection: Connection) -> None:
-    """A rollout adds or removes up to every registered user in one statement."""
+    """A segment's deletion removes every member in one statement (until it goes in chunks)."""
     seconds = current_app.config["SEGSVC"].bulk_statement_timeout_seconds
     extend_statement_timeout(connection, seconds)
 
@@ -27,17 +27,15 @@ def _allow_bulk_statements(connection: Connection) -> None:
     responses={201: schemas.SegmentSchema, 400: None, 409: None, 413: None, 415: None, 422: None},
     description=(
         "A slug of a deleted segment may be used again; it makes a new segment. With "
-        "`auto_percent`, that share of all registered users joins it at once (and users "
-        "registered later join it at the same rate); `member_count` tells how many did."
+        "`auto_percent`, that share of all user ids is selected: registered users join in the "
+        "background (`rollout` shows the progress), users registered later join at once, and "
+        "reads of unregistered ids include it."
     ),
 )
 def create_segment() -> Response:
     request = load_body(schemas.SegmentCreateSchema)
-    connection = get_connection()
-    if request["auto_percent"]:
-        _allow_bulk_statements(connection)
     segment = segments.create_segment(
-        connection, request["slug"], request["description"], request["auto_percent"]
+        get_connection(), request["slug"], request["description"], request["auto_percent"]
     )
     location = url_for("segments.get_segment", slug=segment["slug"])
     return dump(schemas.SegmentSchema, segment, status=201, Location=location)
@@ -75,7 +73,9 @@ def get_segment(slug: str) -> Response:
 )
 def delete_segment(slug: str) -> Response:
     path = load_path(schemas.SegmentPathSchema, slug=slug)
-    segments.delete_segment(get_connection(), path["slug"])
+    connection = get_connection()
+    _allow_bulk_statements(connection)
+    segments.delete_segment(connection, path["slug"])
     return no_content()
 
 
@@ -86,17 +86,16 @@ def delete_segment(slug: str) -> Response:
     body=schemas.SegmentUpdateSchema,
     responses={200: schemas.SegmentSchema, 400: None, 404: None, 413: None, 415: None, 422: None},
     description=(
-        "Raising `auto_percent` adds the users of the new bucket range; lowering it removes the "
-        "automatic members now out of range. Manual memberships are never touched."
+        "Answers at once. A new `auto_percent` restarts the segment's `rollout`, which converges "
+        "in the background: raising it adds the registered users of the new bucket range, "
+        "lowering it removes the automatic members now out of range. Manual memberships are "
+        "never touched."
     ),
 )
 def update_segment(slug: str) -> Response:
     path = load_path(schemas.SegmentPathSchema, slug=slug)
     changes = load_body(schemas.SegmentUpdateSchema)
-    connection = get_connection()
-    if "auto_percent" in changes:
-        _allow_bulk_statements(connection)
-    segment = segments.update_segment(connection, path["slug"], changes)
+    segment = segments.update_segment(get_connection(), path["slug"], changes)
     return dump(schemas.SegmentSchema, segment)
 
 

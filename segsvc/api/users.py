@@ -55,7 +55,13 @@ def delete_user(user_id: str) -> Response:
     "The user's active segments, ordered by slug",
     tag=TAG,
     responses={200: schemas.UserSegmentsSchema, 422: None},
-    description="An unknown user has no segments. Expired memberships are never returned.",
+    description=(
+        "Expired memberships are never returned. An id that is not registered (never, or "
+        "deleted) gets what registering it now would give it: every active segment whose "
+        "`auto_percent` selects it (bucket below `auto_percent` x 100), with `added_at` the "
+        "time of this read and no expiry. Nothing is stored; registering the id makes these "
+        "memberships real."
+    ),
 )
 def get_user_segments(user_id: str) -> Response:
     path = load_path(schemas.UserPathSchema, user_id=user_id)

@@ -1,0 +1,119 @@
+"""Percentage changes answer at once and converge in the background, chunk by chunk."""
+
+import threading
+
+import psycopg2
+from support import (
+    assert_history_replays_to_current_state,
+    converge,
+    create_segment,
+    members,
+    register,
+    selected,
+)
+
+from segsvc import db, rollout
+
+USERS = 5000
+
+
+def step(app, chunk_users: int = 1000) -> int | None:
+    return rollout.converge_next_chunk(db.get_pool(app), chunk_users)
+
+
+def test_a_percentage_change_answers_at_once_and_shows_its_progress(app, client, sql):
+    register(client, range(1, USERS + 1))
+    created = create_segment(client, "AVITO_VOICE_MESSAGES", auto_percent=10)
+    assert created["member_count"] == 0
+    assert created["rollout"]["target_percent"] == 10
+    assert created["rollout"]["state"] == "converging"
+    assert created["rollout"]["users_left"] == USERS
+    assert created["rollout"]["finished_at"] is None
+
+    assert step(app) == 0  # notes the transactions running; none
+    assert step(app) == 1000
+    progress = client.get("/api/v1/segments/AVITO_VOICE_MESSAGES").get_json()["rollout"]
+    assert (progress["state"], progress["users_left"]) == ("converging", USERS - 1000)
+
+    converge(app)
+    done = client.get("/api/v1/segments/AVITO_VOICE_MESSAGES").get_json()
+    assert done["rollout"]["state"] == "done"
+    assert done["rollout"]["users_left"] == 0
+    assert done["rollout"]["finished_at"] >= done["rollout"]["started_at"]
+    assert members(sql, "AVITO_VOICE_MESSAGES") == selected(
+        "AVITO_VOICE_MESSAGES", range(1, USERS + 1), 10
+    )
+    assert done["member_count"] == len(members(sql, "AVITO_VOICE_MESSAGES"))
+    assert client.get("/api/v1/segments").get_json()["segments"][0]["rollout"] == done["rollout"]
+
+
+def test_a_segment_whose_percentage_was_never_set_has_no_rollout(client):
+    assert create_segment(client, "MANUAL")["rollout"] is None
+
+
+def test_a_target_changed_mid_convergence_converges_to_the_latest(app, client, sql):
+    register(client, range(1, USERS + 1))
+    create_segment(client, "A", auto_percent=50)
+    for _ in range(3):
+        step(app)
+    for percent in (10, 80):
+        response = client.patch("/api/v1/segments/A", json={"auto_percent": percent})
+        assert response.get_json()["rollout"]["users_left"] == USERS
+        step(app)
+        step(app)
+    response = client.patch("/api/v1/segments/A", json={"auto_percent": 30})
+    assert response.status_code == 200
+    converge(app)
+    assert members(sql, "A") == selected("A", range(1, USERS + 1), 30)
+    assert_history_replays_to_current_state(sql)
+
+
+def test_a_registration_running_across_a_creation_is_enrolled_by_the_rollout(
+    app, client, sql, database_url_for_test
+):
+    """Its enrolment read the segments before the creation committed, so it enrolled the user
+    nowhere; the rollout's chunks must not pass the user before the registration commits."""
+    register(client, range(1, 101))
+    registration = psycopg2.connect(database_url_for_test)
+    try:
+        with registration.cursor() as cursor:
+            cursor.execute("INSERT INTO users (user_id, registered_at) VALUES (50000, now())")
+        create_segment(client, "EVERYONE", auto_percent=100)
+        rollout.converge_rollouts(db.get_pool(app), chunk_users=1000, budget_seconds=2)
+        state = client.get("/api/v1/segments/EVERYONE").get_json()["rollout"]["state"]
+        assert state == "converging", "chunks ran while a registration was in flight"
+        registration.commit()
+    finally:
+        registration.close()
+    converge(app)
+    assert members(sql, "EVERYONE") == set(range(1, 101)) | {50000}
+    assert (
+        sql.value(
+            "SELECT count(*) FROM membership_history WHERE user_id = 50000 AND reason = 'auto'"
+        )
+        == 1
+    )
+
+
+def test_rollouts_step_concurrently_from_many_workers_without_duplicates(app, client, sql):
+    """Every worker of every replica runs the job: chunks of one rollout never overlap."""
+    register(client, range(1, USERS + 1))
+    for slug in ("A", "B", "C"):
+        create_segment(client, slug, auto_percent=40)
+    errors: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            converge(app)
+        except BaseException as error:
+            errors.append(error)
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert not errors, errors
+    for slug in ("A", "B", "C"):
+        assert members(sql, slug) == selected(slug, range(1, USERS + 1), 40)
+    assert_history_replays_to_current_state(sql)
