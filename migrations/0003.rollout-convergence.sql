@@ -9,9 +9,10 @@ CREATE TABLE rollouts (
     converged_up_to bigint NOT NULL DEFAULT 0 CHECK (converged_up_to >= 0),
     started_at      timestamptz NOT NULL,
     finished_at     timestamptz,
-    -- Transactions running when the rollout was first picked up; chunks start once all have
-    -- ended, so that a registration that read the segments before the change is visible to them.
-    waits_for       pg_snapshot,
+    -- Transactions of this database running when the rollout was first picked up; chunks start
+    -- once all have ended, so that a registration that read the segments before the change is
+    -- visible to them.
+    waits_for       xid[],
     CHECK (finished_at IS NULL OR finished_at >= started_at)
 );
 

@@ -133,7 +133,6 @@ class Config:
     db_pool_wait_seconds: int = 5
     db_connect_timeout_seconds: int = 2
     statement_timeout_seconds: int = 5
-    bulk_statement_timeout_seconds: int = 600
     idle_in_transaction_timeout_seconds: int = 60
     max_body_bytes: int = 1024 * 1024
     report_streams_max: int = 2
@@ -171,9 +170,6 @@ class Config:
             ),
             statement_timeout_seconds=_integer(
                 environ, "SEGSVC_STATEMENT_TIMEOUT_SECONDS", 5, minimum=1
-            ),
-            bulk_statement_timeout_seconds=_integer(
-                environ, "SEGSVC_BULK_STATEMENT_TIMEOUT_SECONDS", 600, minimum=1
             ),
             idle_in_transaction_timeout_seconds=_integer(
                 environ, "SEGSVC_IDLE_IN_TRANSACTION_TIMEOUT_SECONDS", 60, minimum=1

@@ -17,7 +17,7 @@ from flask import Flask, Response, current_app, g, request
 from psycopg2 import extensions
 from psycopg2.extensions import connection as Connection
 
-from . import metrics, queries
+from . import metrics
 from .config import Config
 from .errors import DatabaseUnavailable, handle_database_error
 
@@ -153,11 +153,6 @@ def single_statement(pool: ConnectionPool) -> Iterator[Connection]:
         yield connection
     finally:
         pool.release(connection)
-
-
-def extend_statement_timeout(connection: Connection, seconds: int) -> None:
-    """Lets this transaction's statements run up to `seconds` (bulk work), not the default."""
-    queries.fetch_one(connection, "extend_statement_timeout", milliseconds=str(seconds * 1000))
 
 
 def get_connection() -> Connection:

@@ -11,12 +11,12 @@ import time
 from apscheduler.schedulers.background import BackgroundScheduler
 from flask import Flask
 
-from . import expiry, metrics, rollout
+from . import expiry, metrics, rollout, segments
 from .db import get_pool
 
 SCHEDULER_KEY = "segsvc.scheduler"
-# A rollout run hands its thread back this often, so that stopping a worker never waits long.
-ROLLOUT_RUN_SECONDS = 5.0
+# A run of the rollout job hands its thread back this often, so stopping a worker never waits long.
+JOB_RUN_SECONDS = 5.0
 
 log = logging.getLogger(__name__)
 
@@ -39,15 +39,18 @@ def run_expiry_job(app: Flask) -> int:
 
 
 def run_rollout_job(app: Flask) -> int:
-    """One run: steps rollouts for up to ROLLOUT_RUN_SECONDS; returns the users covered. A run
-    ends early when nothing is left, so an idle service pays one small query a run."""
+    """One run: steps rollouts, then empties deleted segments, each for up to JOB_RUN_SECONDS;
+    returns the users covered. A run ends early when nothing is left, so an idle service pays
+    two small queries a run."""
     config = app.config["SEGSVC"]
-    covered = rollout.converge_rollouts(
-        get_pool(app), config.rollout_chunk_users, ROLLOUT_RUN_SECONDS
-    )
-    if covered:
-        log.info("rollouts: %d users converged", covered)
-    return covered
+    pool = get_pool(app)
+    covered = rollout.converge_rollouts(pool, config.rollout_chunk_users, JOB_RUN_SECONDS)
+    removed = segments.remove_members_of_deleted(pool, config.rollout_chunk_users, JOB_RUN_SECONDS)
+    if covered or removed:
+        log.info(
+            "rollouts: %d users converged; deleted segments: %d members left", covered, removed
+        )
+    return covered + removed
 
 
 def start_scheduler(app: Flask) -> BackgroundScheduler:

@@ -1,11 +1,13 @@
 """Segment operations. Each function runs inside the caller's transaction."""
 
+import time
 from decimal import Decimal
 from typing import Any
 
 from psycopg2.extensions import connection as Connection
 
 from . import queries, rollout
+from .db import ConnectionPool, single_statement, transaction
 from .errors import SegmentExists, SegmentNotFound
 
 
@@ -93,18 +95,59 @@ def update_segment(connection: Connection, slug: str, changes: dict[str, Any]) -
 
 
 def delete_segment(connection: Connection, slug: str) -> None:
-    """Every member leaves (a history row each), then the segment is marked deleted and its
-    rollout ends.
+    """Marks the segment deleted, which takes it out of reads, listings and changes at once, and
+    ends its rollout; its members leave in chunks afterwards (`remove_members_of_deleted`),
+    each dated at the deletion. Answers at once whatever the segment's size.
 
-    The segment row stays locked until commit, so a membership change that names this
-    segment either finishes first (and its members are removed here) or sees it gone.
+    The segment row stays locked until commit, so a membership change that names this segment
+    either finishes first or sees it gone.
     """
     segment_id = _lock_active_segment(connection, slug, with_rollout=True)["segment_id"]
     at = queries.change_time(connection)
-    _settle_expired(connection, segment_id, at)
-    queries.execute(connection, "remove_all_segment_members", segment_id=segment_id, at=at)
     queries.execute(connection, "mark_segment_deleted", segment_id=segment_id, at=at)
     rollout.end_rollout(connection, segment_id, at)
+
+
+def remove_members_of_deleted(
+    pool: ConnectionPool, chunk_members: int, budget_seconds: float
+) -> int:
+    """Removes members of deleted segments, a chunk per transaction, until none is left or the
+    budget is spent; returns how many left. Safe in any number of workers and replicas at once:
+    a segment is emptied by one at a time (its row lock), and locked memberships are skipped."""
+    deadline = time.monotonic() + budget_seconds
+    removed = 0
+    while time.monotonic() < deadline:
+        with transaction(pool) as connection:
+            segment = queries.fetch_one(connection, "claim_leaving_segment")
+            if segment is None:
+                return removed
+            left = queries.execute(
+                connection,
+                "remove_leaving_members",
+                segment_id=segment["segment_id"],
+                deleted_at=segment["deleted_at"],
+                chunk_members=chunk_members,
+            )
+            emptied = queries.fetch_one(
+                connection, "deactivate_left_segment", segment_id=segment["segment_id"]
+            )
+        removed += left
+        if not left and emptied is None:
+            return removed  # only members others hold are left: a later run takes them
+    return removed
+
+
+def settle_deleted_segments(pool: ConnectionPool, chunk_members: int, wait_seconds: float) -> None:
+    """Lets every deleted segment's members leave, waiting (bounded) for chunks others run.
+    A report calls this first, so that it reads the same whenever the job runs."""
+    deadline = time.monotonic() + wait_seconds
+    while True:
+        remove_members_of_deleted(pool, chunk_members, max(deadline - time.monotonic(), 0.0))
+        with single_statement(pool) as connection:
+            remain = queries.fetch_one(connection, "leaving_segments_remain")["remain"]
+        if not remain or time.monotonic() >= deadline:
+            return
+        time.sleep(0.02)
 
 
 def _lock_active_segment(connection: Connection, slug: str, with_rollout: bool) -> dict[str, Any]:

@@ -2,9 +2,9 @@
 
 -- name: expire_due_memberships
 -- One batch. Locked rows are skipped, never waited for: a user's change holds its memberships
--- (memberships.sql: lock_user_memberships) and settles them itself, and a segment deletion or
--- ramp holds its segment (FOR NO KEY UPDATE, which FOR SHARE conflicts with) and settles that
--- segment's. Each row ends at its own expiry time. An expiry inside the segment's rollout range,
+-- (memberships.sql: lock_user_memberships) and settles them itself, and a ramp, or a chunk of a
+-- deleted segment's members leaving, holds its segment (FOR NO KEY UPDATE, which FOR SHARE
+-- conflicts with) and ends those itself. Each row ends at its own expiry time. An expiry inside the segment's rollout range,
 -- judged on the locked (so latest) percentage, excludes the user from the rollout
 -- (memberships.sql: settle_expired_user_memberships). The user is held too, as the exclusion's
 -- foreign key needs, and skipped while being deleted: the deletion settles its memberships itself.
@@ -15,6 +15,7 @@ WITH due AS (
       JOIN segments s ON s.segment_id = m.segment_id
       JOIN users u ON u.user_id = m.user_id
      WHERE m.expires_at <= %(at)s
+       AND (s.deleted_at IS NULL OR m.expires_at <= s.deleted_at)
      ORDER BY m.expires_at
      LIMIT %(batch_size)s
        FOR UPDATE OF m SKIP LOCKED
@@ -40,4 +41,9 @@ SELECT user_id, segment_id, 'removed', 'expired', expires_at
  ORDER BY expires_at, user_id, segment_id;
 
 -- name: due_memberships_remain
-SELECT EXISTS (SELECT 1 FROM memberships WHERE expires_at <= %(at)s) AS remain;
+-- What expire_due_memberships ends: a deleted segment's members leave at its deletion instead.
+SELECT EXISTS (SELECT 1
+                 FROM memberships m
+                 JOIN segments s ON s.segment_id = m.segment_id
+                WHERE m.expires_at <= %(at)s
+                  AND (s.deleted_at IS NULL OR m.expires_at <= s.deleted_at)) AS remain;

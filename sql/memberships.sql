@@ -17,6 +17,7 @@ SELECT s.slug, m.added_at, m.expires_at
   JOIN segments s ON s.segment_id = m.segment_id
  WHERE m.user_id = %(user_id)s
    AND (m.expires_at IS NULL OR m.expires_at > now())
+   AND s.deleted_at IS NULL
  UNION ALL
 SELECT s.slug, now(), NULL
   FROM segments s
@@ -49,10 +50,16 @@ SELECT segment_id
 -- change of this user so that the history reads the same whenever the expiry job runs. An
 -- expiry inside the segment's rollout range excludes the user from the rollout, dated at the
 -- expiry, as a removal by hand does (README "Expiry (TTL)"); every settling query does the same.
+-- A deleted segment's members leave at its deletion (segments.sql: remove_leaving_members), so
+-- only expiries before it are expiries.
 WITH expired AS (
-    DELETE FROM memberships
-     WHERE user_id = %(user_id)s AND expires_at <= %(at)s
- RETURNING user_id, segment_id, expires_at
+    DELETE FROM memberships m
+     USING segments s
+     WHERE m.user_id = %(user_id)s
+       AND m.expires_at <= %(at)s
+       AND s.segment_id = m.segment_id
+       AND (s.deleted_at IS NULL OR m.expires_at <= s.deleted_at)
+ RETURNING m.user_id, m.segment_id, m.expires_at
 ),
 excluded AS (
     INSERT INTO auto_exclusions (segment_id, user_id, excluded_at)
@@ -152,12 +159,17 @@ SELECT user_id, segment_id, 'removed', 'manual', %(at)s
  ORDER BY segment_id;
 
 -- name: remove_all_user_memberships
+-- A membership of a segment deleted meanwhile (its members still leaving) ends at the deletion,
+-- as the segment's other members do: no row of a segment is dated after its deletion.
 WITH removed AS (
-    DELETE FROM memberships
-     WHERE user_id = %(user_id)s
- RETURNING user_id, segment_id
+    DELETE FROM memberships m
+     USING segments s
+     WHERE m.user_id = %(user_id)s AND s.segment_id = m.segment_id
+ RETURNING m.user_id, m.segment_id, s.deleted_at
 )
 INSERT INTO membership_history (user_id, segment_id, operation, reason, at)
-SELECT user_id, segment_id, 'removed', 'user_deleted', %(at)s
+SELECT user_id, segment_id, 'removed',
+       CASE WHEN deleted_at IS NULL THEN 'user_deleted' ELSE 'segment_deleted' END,
+       coalesce(deleted_at, %(at)s)
   FROM removed
  ORDER BY segment_id;

@@ -61,16 +61,22 @@ SELECT r.segment_id, r.converged_up_to, r.waits_for IS NULL AS not_waiting_yet,
    AND s.deleted_at IS NULL
    AND (r.waits_for IS NULL
         OR NOT EXISTS (SELECT 1
-                         FROM pg_snapshot_xip(r.waits_for) AS running (xid)
-                        WHERE pg_xact_status(running.xid) = 'in progress'))
+                         FROM pg_stat_activity a
+                        WHERE a.backend_xid = ANY (r.waits_for)))
  ORDER BY r.started_at, r.segment_id
  LIMIT 1
    FOR UPDATE OF r SKIP LOCKED;
 
 -- name: wait_for_running_transactions
--- Taken after the change committed: any registration that could not see it is in here.
+-- Taken after the change committed: any registration that could not see it is in here (a
+-- registration has its transaction id from its first insert, before it reads the segments).
+-- Only this database's transactions: others on the same server never hold up a rollout.
 UPDATE rollouts
-   SET waits_for = pg_current_snapshot()
+   SET waits_for = coalesce((SELECT array_agg(backend_xid)
+                               FROM pg_stat_activity
+                              WHERE datname = current_database()
+                                AND backend_xid IS NOT NULL
+                                AND pid <> pg_backend_pid()), ARRAY[]::xid[])
  WHERE segment_id = %(segment_id)s;
 
 -- name: lock_user_chunk

@@ -38,16 +38,52 @@ SELECT segment_id, slug, description, auto_percent
  WHERE slug = %(slug)s AND deleted_at IS NULL
    FOR NO KEY UPDATE;
 
--- name: remove_all_segment_members
-WITH removed AS (
-    DELETE FROM memberships
+-- name: claim_leaving_segment
+-- The oldest deleted segment whose members are still leaving, that no one else is emptying (its
+-- row lock is the lease; the expiry job skips its memberships meanwhile).
+SELECT segment_id, deleted_at
+  FROM segments
+ WHERE is_active AND deleted_at IS NOT NULL
+ ORDER BY deleted_at, segment_id
+ LIMIT 1
+   FOR NO KEY UPDATE SKIP LOCKED;
+
+-- name: remove_leaving_members
+-- A chunk of a deleted segment's members leaves, each dated at the deletion, or at its own
+-- expiry when that came first. Memberships a user's change or deletion holds are skipped: those
+-- end them by the same rule.
+WITH chunk AS (
+    SELECT user_id
+      FROM memberships
      WHERE segment_id = %(segment_id)s
- RETURNING user_id, segment_id
+     ORDER BY user_id
+     LIMIT %(chunk_members)s
+       FOR UPDATE SKIP LOCKED
+),
+removed AS (
+    DELETE FROM memberships m
+     USING chunk
+     WHERE m.segment_id = %(segment_id)s AND m.user_id = chunk.user_id
+ RETURNING m.user_id, m.segment_id, m.expires_at
 )
 INSERT INTO membership_history (user_id, segment_id, operation, reason, at)
-SELECT user_id, segment_id, 'removed', 'segment_deleted', %(at)s
+SELECT user_id, segment_id, 'removed',
+       CASE WHEN expires_at <= %(deleted_at)s THEN 'expired' ELSE 'segment_deleted' END,
+       least(expires_at, %(deleted_at)s)
   FROM removed
  ORDER BY user_id;
+
+-- name: leaving_segments_remain
+SELECT EXISTS (SELECT 1 FROM segments WHERE is_active AND deleted_at IS NOT NULL) AS remain;
+
+-- name: deactivate_left_segment
+-- Once no member is left, the segment becomes inactive: from then on the memberships' foreign
+-- key refuses any membership in it.
+UPDATE segments
+   SET is_active = false
+ WHERE segment_id = %(segment_id)s
+   AND NOT EXISTS (SELECT 1 FROM memberships WHERE segment_id = %(segment_id)s)
+RETURNING segment_id;
 
 -- name: update_segment
 UPDATE segments
@@ -56,8 +92,9 @@ UPDATE segments
  WHERE segment_id = %(segment_id)s;
 
 -- name: mark_segment_deleted
+-- Gone from reads, listings and changes at once; its members leave in chunks afterwards.
 UPDATE segments
-   SET deleted_at = %(at)s, is_active = false
+   SET deleted_at = %(at)s
  WHERE segment_id = %(segment_id)s;
 
 -- name: active_segment_id

@@ -5,7 +5,7 @@ from typing import Any
 from flask.testing import FlaskClient
 
 from benchmarks.consistency import history_violations
-from segsvc import db, queries, rollout
+from segsvc import db, queries, rollout, segments
 
 
 def create_segment(client: FlaskClient, slug: str, **fields: Any) -> dict[str, Any]:
@@ -85,14 +85,17 @@ def insert_due_memberships(sql, slug: str, count: int, first_user_id: int = 1) -
 
 
 def converge(app: Any) -> None:
-    """Runs the rollout job until every rollout has converged, as the scheduler does in every
-    worker; fails if that does not happen."""
+    """Runs the rollout job until every rollout has converged and every deleted segment is
+    empty, as the scheduler does in every worker; fails if that does not happen."""
     pool = db.get_pool(app)
     for _ in range(10000):
         rollout.converge_rollouts(pool, chunk_users=1000, budget_seconds=5)
+        segments.remove_members_of_deleted(pool, chunk_members=1000, budget_seconds=5)
         with db.single_statement(pool) as connection:
-            if not queries.fetch_one(connection, "count_converging_rollouts")["rollouts"]:
-                return
+            converging = queries.fetch_one(connection, "count_converging_rollouts")["rollouts"]
+            leaving = queries.fetch_one(connection, "leaving_segments_remain")["remain"]
+        if not converging and not leaving:
+            return
     raise AssertionError("the rollouts did not converge")
 
 

@@ -34,7 +34,6 @@ def test_defaults_are_as_documented():
     config = Config.from_environ({"DATABASE_URL": "postgresql://x/y"})
     assert (config.db_pool_max, config.db_pool_wait_seconds) == (5, 5)
     assert (config.db_connect_timeout_seconds, config.statement_timeout_seconds) == (2, 5)
-    assert config.bulk_statement_timeout_seconds == 600
     assert (config.expiry_enabled, config.expiry_interval_seconds) == (True, 10)
     assert config.expiry_batch_size == 10000
     assert config.max_body_bytes == 1048576

@@ -121,29 +121,6 @@ def test_a_slow_statement_is_cancelled_with_a_503_and_the_worker_moves_on(databa
         db.close_pools(app)
 
 
-def test_bulk_work_may_run_longer_than_the_statement_timeout(database_url_for_test):
-    config = Config(database_url=database_url_for_test, statement_timeout_seconds=1)
-    pool = db.ConnectionPool(config)
-    try:
-        with (
-            pytest.raises(psycopg2.errors.QueryCanceled),
-            db.transaction(pool) as connection,
-            connection.cursor() as cursor,
-        ):
-            cursor.execute("SELECT pg_sleep(1.5)")
-        with db.transaction(pool) as connection, connection.cursor() as cursor:
-            db.extend_statement_timeout(connection, 3)
-            cursor.execute("SELECT pg_sleep(1.5)")
-        with (
-            pytest.raises(psycopg2.errors.QueryCanceled),
-            db.transaction(pool) as connection,
-            connection.cursor() as cursor,
-        ):
-            cursor.execute("SELECT pg_sleep(1.5)")
-    finally:
-        pool.close()
-
-
 def test_a_commit_lost_with_the_database_is_a_503_not_a_500(app, client, sql):
     """The commit runs after the view, where errors skip the error handlers (found by the soak
     test: PostgreSQL stopping between a PATCH's statements and its commit)."""

@@ -1,6 +1,7 @@
 """Percentage changes answer at once and converge in the background, chunk by chunk."""
 
 import threading
+import time
 
 import psycopg2
 from support import (
@@ -12,13 +13,19 @@ from support import (
     selected,
 )
 
-from segsvc import db, rollout
+from segsvc import db, queries, rollout
 
 USERS = 5000
 
 
-def step(app, chunk_users: int = 1000) -> int | None:
-    return rollout.converge_next_chunk(db.get_pool(app), chunk_users)
+def step(app, chunk_users: int = 1000) -> int:
+    """One step of the rollout job; retried while the rollout waits for transactions that were
+    running when it was first picked up (a test's own connections may briefly be such)."""
+    deadline = time.monotonic() + 10
+    while (stepped := rollout.converge_next_chunk(db.get_pool(app), chunk_users)) is None:
+        assert time.monotonic() < deadline, "no rollout could step"
+        time.sleep(0.02)
+    return stepped
 
 
 def test_a_percentage_change_answers_at_once_and_shows_its_progress(app, client, sql):
@@ -116,4 +123,56 @@ def test_rollouts_step_concurrently_from_many_workers_without_duplicates(app, cl
     assert not errors, errors
     for slug in ("A", "B", "C"):
         assert members(sql, slug) == selected(slug, range(1, USERS + 1), 40)
+    assert_history_replays_to_current_state(sql)
+
+
+def test_a_change_of_a_user_while_a_chunk_holds_it_comes_after_the_chunk(
+    app, client, sql, monkeypatch
+):
+    """A chunk holds its users from before it reads its time until it commits: a removal by hand
+    racing it waits, is dated after it, and wins (the user stays out). Without the users' locks
+    the removal could find nothing to remove, and the chunk then add the user after all."""
+    register(client, range(1, 101))
+    create_segment(client, "A", auto_percent=100)
+    chunk_has_its_time = threading.Event()
+    go_on = threading.Event()
+    change_time = queries.change_time
+
+    def pause_the_chunk(connection):
+        at = change_time(connection)
+        if threading.current_thread().name == "chunk":
+            chunk_has_its_time.set()
+            go_on.wait(timeout=30)
+        return at
+
+    monkeypatch.setattr(queries, "change_time", pause_the_chunk)
+    step(app)  # notes the transactions running
+    chunk = threading.Thread(target=step, args=(app,), name="chunk")
+    removal_answers: list[int] = []
+    removal = threading.Thread(
+        target=lambda: removal_answers.append(
+            app.test_client().patch("/api/v1/users/50/segments", json={"remove": ["A"]}).status_code
+        )
+    )
+    try:
+        chunk.start()
+        assert chunk_has_its_time.wait(timeout=30)
+        removal.start()
+        deadline = time.monotonic() + 10
+        while not sql.value(
+            "SELECT bool_or(cardinality(pg_blocking_pids(pid)) > 0) FROM pg_stat_activity"
+            " WHERE datname = current_database()"
+        ):
+            assert time.monotonic() < deadline, "the removal did not wait for the chunk"
+            time.sleep(0.02)
+    finally:
+        go_on.set()
+        chunk.join(timeout=30)
+        removal.join(timeout=30)
+    assert removal_answers == [200]
+    converge(app)
+    assert members(sql, "A") == set(range(1, 101)) - {50}
+    assert sql.rows(
+        "SELECT operation, reason FROM membership_history WHERE user_id = 50 ORDER BY at"
+    ) == [("added", "auto"), ("removed", "manual")]
     assert_history_replays_to_current_state(sql)

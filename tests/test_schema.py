@@ -2,7 +2,7 @@
 
 import psycopg2
 import pytest
-from support import change_segments, create_segment
+from support import change_segments, converge, create_segment
 
 
 def test_migrations_create_the_expected_tables(sql):
@@ -28,10 +28,12 @@ def test_a_segment_with_members_cannot_be_marked_deleted(client, sql):
         sql.execute("UPDATE segments SET deleted_at = now(), is_active = false")
 
 
-def test_no_membership_can_point_at_a_deleted_segment(client, sql):
+def test_no_membership_can_point_at_an_emptied_deleted_segment(client, sql):
     create_segment(client, "A")
+    change_segments(client, 1000, add=["A"])
     client.delete("/api/v1/segments/A")
-    client.post("/api/v1/users", json={"user_ids": [1000]})
+    converge(client.application)
+    assert sql.value("SELECT is_active FROM segments") is False
     with pytest.raises(psycopg2.errors.ForeignKeyViolation):
         sql.execute(
             "INSERT INTO memberships (user_id, segment_id, added_at)"

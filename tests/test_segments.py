@@ -2,7 +2,7 @@
 
 import datetime as dt
 
-from support import change_segments, create_segment, segment_slugs
+from support import change_segments, converge, create_segment, segment_slugs
 
 
 def test_creating_a_segment_returns_it_with_location(client):
@@ -89,6 +89,7 @@ def test_deleting_a_segment_removes_every_member_with_history(client, sql):
     assert response.data == b""
     assert segment_slugs(client, 1000) == ["AVITO_VOICE_MESSAGES"]
     assert segment_slugs(client, 1002) == ["AVITO_VOICE_MESSAGES"]
+    converge(client.application)  # the members leave in chunks after the answer
     removed = sql.rows(
         "SELECT h.user_id, h.reason, h.at = s.deleted_at FROM membership_history h"
         " JOIN segments s USING (segment_id) WHERE h.operation = 'removed' ORDER BY h.user_id"

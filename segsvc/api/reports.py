@@ -9,7 +9,7 @@ from typing import Any
 from flask import Blueprint, Response, current_app, url_for
 from flask.sansio.blueprints import BlueprintSetupState
 
-from .. import expiry, metrics, reports, schemas
+from .. import expiry, metrics, reports, schemas, segments
 from ..auth import allowed_for_read
 from ..db import get_pool
 from ..errors import TooManyReports
@@ -86,7 +86,8 @@ def _csv_chunks(
     description=(
         "Columns `user_id;segment;operation;at;reason`, with a header row, ordered by time. "
         "`from`/`to` are UTC months (YYYY-MM), both included; without `user_id`, every user. "
-        "Memberships that have expired are ended first, so they are in the report. The body "
+        "Memberships that have expired, and members of deleted segments, are ended first (a "
+        "wait of at most 5 s each), so they are in the report. The body "
         "is chunked: a download that fails midway ends without the final chunk. At most "
         "SEGSVC_REPORT_STREAMS_MAX downloads run at once per worker; beyond that, 503 "
         "`too_many_reports` with `Retry-After`."
@@ -107,6 +108,7 @@ def download_history() -> Response:
     # Errors before the first row still become problem responses.
     try:
         expiry.settle_all_due(pool, config.expiry_batch_size, SETTLE_WAIT_SECONDS)
+        segments.settle_deleted_segments(pool, config.rollout_chunk_users, SETTLE_WAIT_SECONDS)
         pages = reports.history_report(pool, period, user_id, PAGE_ROWS)
         first = next(pages, [])
     except BaseException:

@@ -1,22 +1,15 @@
 """/api/v1/segments: create, list, read and delete segments."""
 
-from flask import Blueprint, Response, current_app, url_for
-from psycopg2.extensions import connection as Connection
+from flask import Blueprint, Response, url_for
 
 from .. import schemas, segments
-from ..db import extend_statement_timeout, get_connection
+from ..db import get_connection
 from ..openapi import operation
 from . import dump, load_body, load_path, load_query, no_content
 
 bp = Blueprint("segments", __name__, url_prefix="/api/v1/segments")
 
 TAG = "segments"
-
-
-def _allow_bulk_statements(connection: Connection) -> None:
-    """A segment's deletion removes every member in one statement (until it goes in chunks)."""
-    seconds = current_app.config["SEGSVC"].bulk_statement_timeout_seconds
-    extend_statement_timeout(connection, seconds)
 
 
 @bp.post("")
@@ -73,9 +66,7 @@ def get_segment(slug: str) -> Response:
 )
 def delete_segment(slug: str) -> Response:
     path = load_path(schemas.SegmentPathSchema, slug=slug)
-    connection = get_connection()
-    _allow_bulk_statements(connection)
-    segments.delete_segment(connection, path["slug"])
+    segments.delete_segment(get_connection(), path["slug"])
     return no_content()
 
 
