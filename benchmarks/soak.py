@@ -2,16 +2,17 @@
 gunicorn worker is killed with SIGKILL and PostgreSQL is stopped and started again.
 
 Run with `make soak` (60 s; `python -m benchmarks.soak --seconds N` for another length);
-tests/test_soak.py runs a shorter one. Afterwards it checks the answers (no 500s, 503s only
-during the outage), the history (alternating per user and segment, ending in the current state,
-no row twice) and the server connections (back within the pools' bounds), prints a summary and
-exits non-zero when a check fails. It always runs its own embedded PostgreSQL, which it restarts;
+tests/test_soak.py runs a shorter one. Afterwards it waits for every percentage rollout to
+converge, then checks the answers (no 500s, 503s only during the outage), the history
+(alternating per user and segment, ending in the current state, no row twice), the percentage
+segments (their `auto` members are exactly what the bucket rule selects) and the server
+connections (back within the pools' bounds), prints a summary and exits non-zero when a check
+fails. It always runs its own embedded PostgreSQL, which it restarts;
 the instances' logs go to var/soak-instances.log.
 """
 
 import argparse
 import contextlib
-import http.client
 import json
 import os
 import random
@@ -34,7 +35,7 @@ from segsvc.launcher import ensure_database
 from segsvc.migrate import apply_migrations
 
 from .consistency import duplicated_history_rows, history_violations
-from .support import PROJECT, Served
+from .support import PROJECT, Served, bucket_rule_violations, call_api
 
 SOAK_DATABASE = "soak"
 INSTANCES = 2
@@ -46,6 +47,9 @@ INSTANCE_ENVIRONMENT = {
     "SEGSVC_DB_POOL_MAX": str(POOL_MAX),
     "SEGSVC_DB_CONNECT_TIMEOUT_SECONDS": "1",
     "SEGSVC_EXPIRY_INTERVAL_SECONDS": "1",
+    # A rollout over the soak's 200 users then takes several chunks, so that ramps, deletions and
+    # changes of users land between them.
+    "SEGSVC_ROLLOUT_CHUNK_USERS": "50",
     # Warnings name what a 503 stood for (an outage, a deadlock, a timeout); no access lines.
     "SEGSVC_LOG_LEVEL": "WARNING",
 }
@@ -63,6 +67,9 @@ REQUEST_TIMEOUT_SECONDS = 30.0
 CONNECTIONS_SETTLE_SECONDS = 30.0
 RESPAWN_TIMEOUT_SECONDS = 30.0
 RESTART_TIMEOUT_SECONDS = 60.0
+# Once the load stops, rollouts started by its last ramps need a few runs of the rollout job
+# (every second in every worker, a chunk of 50 users at a time).
+ROLLOUTS_DONE_TIMEOUT_SECONDS = 60.0
 SHOWN_VIOLATIONS = 10
 LOG_FILE = PROJECT / "var" / "soak-instances.log"
 
@@ -153,8 +160,12 @@ def random_request(rng: random.Random, plan: SoakPlan) -> tuple[str, str, str, o
         ]
         body = {"add": add, "remove": slugs[len(added) :]}
         return "change segments", "PATCH", f"/api/v1/users/{user_id}/segments", body
-    if choice < 0.65:
+    if choice < 0.63:
         return "read segments", "GET", f"/api/v1/users/{user_id}/segments", None
+    if choice < 0.65:
+        percent = rng.choice((0, rng.randint(1, 100), round(rng.uniform(0, 100), 2)))
+        body = {"auto_percent": percent}
+        return "ramp segment", "PATCH", f"/api/v1/segments/{slugs[0]}", body
     if choice < 0.75:
         body = {"slug": slugs[0]}
         if rng.random() < 0.25:
@@ -171,25 +182,13 @@ def random_request(rng: random.Random, plan: SoakPlan) -> tuple[str, str, str, o
 def send(port: int, method: str, path: str, body: object) -> tuple[int | str, str | None]:
     """One request on a connection of its own: its status, or the transport error's name, and
     the problem's code of a 5xx answer."""
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=REQUEST_TIMEOUT_SECONDS)
+    outcome, answer = call_api(port, method, path, body, REQUEST_TIMEOUT_SECONDS)
+    if isinstance(outcome, str) or outcome < 500:
+        return outcome, None
     try:
-        if body is None:
-            connection.request(method, path)
-        else:
-            headers = {"Content-Type": "application/json"}
-            connection.request(method, path, json.dumps(body), headers)
-        response = connection.getresponse()
-        answer = response.read()
-        if response.status < 500:
-            return response.status, None
-        try:
-            return response.status, json.loads(answer)["code"]
-        except (ValueError, KeyError, TypeError):
-            return response.status, answer[:100].decode(errors="replace")
-    except (OSError, http.client.HTTPException) as error:
-        return type(error).__name__, None
-    finally:
-        connection.close()
+        return outcome, json.loads(answer)["code"]
+    except (ValueError, KeyError, TypeError):
+        return outcome, answer[:100].decode(errors="replace")
 
 
 class Load:
@@ -389,6 +388,34 @@ def check_answers(sent: list[Sent], timeline: Timeline) -> list[Check]:
     ]
 
 
+def converging_rollouts(port: int) -> list[str]:
+    """The slugs whose rollout still converges, as the segment listing shows them."""
+    status, answer = call_api(port, "GET", "/api/v1/segments", timeout=REQUEST_TIMEOUT_SECONDS)
+    if status != 200:
+        return [f"(the listing answered {status})"]
+    return sorted(
+        segment["slug"]
+        for segment in json.loads(answer)["segments"]
+        if segment["rollout"] and segment["rollout"]["state"] == "converging"
+    )
+
+
+def check_rollouts_done(port: int) -> Check:
+    """Polls until no rollout converges (bounded): the bucket rule holds only once they are done."""
+    started = time.monotonic()
+    while (converging := converging_rollouts(port)) and (
+        time.monotonic() - started < ROLLOUTS_DONE_TIMEOUT_SECONDS
+    ):
+        time.sleep(0.2)
+    waited = time.monotonic() - started
+    return Check(
+        "every rollout converged after the load",
+        not converging,
+        f"in {waited:.1f} s",
+        [f"{slug} still converging after {waited:.0f} s" for slug in converging],
+    )
+
+
 def check_connections(count: int) -> Check:
     return Check(
         "server connections back within the pools' bounds",
@@ -416,6 +443,29 @@ def check_history(postgres: RestartablePostgres, database: str) -> list[Check]:
         ),
         Check("no history row duplicated", not duplicates, f"{len(duplicates)}", duplicates),
     ]
+
+
+def check_bucket_rule(postgres: RestartablePostgres, database: str) -> Check:
+    def rows(statement: str) -> list[tuple]:
+        return postgres.query(statement, database)
+
+    violations = bucket_rule_violations(rows)
+    ((segments, automatic, manual, excluded, users),) = rows(
+        "SELECT (SELECT count(*) FROM segments WHERE deleted_at IS NULL AND auto_percent > 0),"
+        " count(*) FILTER (WHERE m.source = 'auto'), count(*) FILTER (WHERE m.source = 'manual'),"
+        " (SELECT count(*) FROM auto_exclusions e JOIN segments s USING (segment_id)"
+        "   WHERE s.deleted_at IS NULL AND s.auto_percent > 0),"
+        " (SELECT count(*) FROM users)"
+        " FROM memberships m JOIN segments s USING (segment_id)"
+        " WHERE s.deleted_at IS NULL AND s.auto_percent > 0"
+    )
+    return Check(
+        "auto members of every percentage segment are what its buckets select",
+        not violations,
+        f"{automatic:,} auto members in {segments} segments over {users} users, besides"
+        f" {manual:,} manual members and {excluded:,} exclusions",
+        violations,
+    )
 
 
 def _described(requests: list[Sent]) -> list[str]:
@@ -482,9 +532,16 @@ def run_soak(plan: SoakPlan, log_path: Path) -> SoakResult:
                 for _ in range(INSTANCES)
             ]
         timeline, sent = drive(plan, served, postgres)
-        checks = [*check_answers(sent, timeline), check_connections(settled_connections(postgres))]
+        checks = [
+            *check_answers(sent, timeline),
+            check_rollouts_done(served[0].port),
+            check_connections(settled_connections(postgres)),
+        ]
         instances.close()
-        checks += check_history(postgres, SOAK_DATABASE)
+        checks += [
+            *check_history(postgres, SOAK_DATABASE),
+            check_bucket_rule(postgres, SOAK_DATABASE),
+        ]
     return SoakResult(plan, timeline, sent, checks, log_path)
 
 

@@ -143,7 +143,7 @@ class Config:
     expiry_interval_seconds: int = 10
     expiry_batch_size: int = 10000
     rollout_interval_seconds: int = 1
-    rollout_chunk_users: int = 10000
+    rollout_chunk_users: int = 20000
     # Not in the repr, so that logging a Config cannot show it.
     metrics_token: str | None = field(default=None, repr=False)
     # Not in the repr, so that logging a Config cannot show a token.
@@ -188,7 +188,7 @@ class Config:
             rollout_interval_seconds=_integer(
                 environ, "SEGSVC_ROLLOUT_INTERVAL_SECONDS", 1, minimum=1
             ),
-            rollout_chunk_users=_integer(environ, "SEGSVC_ROLLOUT_CHUNK_USERS", 10000, minimum=1),
+            rollout_chunk_users=_integer(environ, "SEGSVC_ROLLOUT_CHUNK_USERS", 20000, minimum=1),
             metrics_token=environ.get("SEGSVC_METRICS_TOKEN", "").strip() or None,
             api_tokens=parse_api_tokens(environ.get("SEGSVC_API_TOKENS", "")),
         )

@@ -87,43 +87,40 @@ def converge_next_chunk(pool: ConnectionPool, chunk_users: int) -> int | None:
         if rollout["not_waiting_yet"]:
             queries.execute(connection, "wait_for_running_transactions", segment_id=segment_id)
             return 0
-        user_ids = [
-            row["user_id"]
-            for row in queries.fetch_all(
-                connection,
-                "lock_user_chunk",
-                after=rollout["converged_up_to"],
-                chunk_users=chunk_users,
-            )
-        ]
-        queries.fetch_all(
-            connection, "lock_chunk_memberships", segment_id=segment_id, user_ids=user_ids
+        chunk = queries.fetch_one(
+            connection,
+            "lock_user_chunk",
+            after=rollout["converged_up_to"],
+            chunk_users=chunk_users,
         )
+        users = chunk.pop("users")
+        queries.fetch_all(connection, "lock_chunk_memberships", segment_id=segment_id, **chunk)
         at = queries.change_time(connection)
-        if user_ids:
-            _converge_users(connection, rollout, user_ids, at)
+        if users:
+            _converge_users(connection, rollout, chunk, at)
         queries.execute(
             connection,
             "advance_rollout",
             segment_id=segment_id,
-            converged_up_to=user_ids[-1] if user_ids else rollout["converged_up_to"],
-            finished=len(user_ids) < chunk_users,
+            converged_up_to=chunk["last_user_id"] if users else rollout["converged_up_to"],
+            finished=users < chunk_users,
             at=at,
         )
-        return len(user_ids)
+        return users
 
 
 def _converge_users(
-    connection: Connection, rollout: dict[str, Any], user_ids: list[int], at: Any
+    connection: Connection, rollout: dict[str, Any], chunk: dict[str, Any], at: Any
 ) -> None:
-    """Expired memberships end first, at their own time; then the users in the range who are
-    neither members nor excluded join, and automatic members out of it leave."""
+    """Expired memberships end first, at their own time; then the chunk's users in the range who
+    are neither members nor excluded join, and automatic members out of it leave. `chunk` holds
+    its ids (an array literal) and its first and last id."""
     arguments = {
         "segment_id": rollout["segment_id"],
         "slug": rollout["slug"],
         "bucket_limit": bucket_limit(rollout["auto_percent"]),
-        "user_ids": user_ids,
         "at": at,
+        **chunk,
     }
     queries.execute(connection, "settle_expired_chunk_memberships", **arguments)
     enrolled = queries.execute(connection, "enroll_user_chunk", **arguments)

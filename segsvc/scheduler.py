@@ -6,6 +6,7 @@ and means they keep working as long as any worker is alive.
 """
 
 import logging
+import threading
 import time
 
 from apscheduler.schedulers.background import BackgroundScheduler
@@ -15,6 +16,7 @@ from . import expiry, metrics, rollout, segments
 from .db import get_pool
 
 SCHEDULER_KEY = "segsvc.scheduler"
+STOPPING_KEY = "segsvc.scheduler_stopping"
 # A run of the rollout job hands its thread back this often, so stopping a worker never waits long.
 JOB_RUN_SECONDS = 5.0
 
@@ -39,18 +41,26 @@ def run_expiry_job(app: Flask) -> int:
 
 
 def run_rollout_job(app: Flask) -> int:
-    """One run: steps rollouts, then empties deleted segments, each for up to JOB_RUN_SECONDS;
-    returns the users covered. A run ends early when nothing is left, so an idle service pays
-    two small queries a run."""
+    """One run: steps rollouts and empties deleted segments, turn by turn (each turn at most
+    JOB_RUN_SECONDS for each), until a turn finds nothing to do or the scheduler stops; returns
+    the users covered. An idle service pays two small queries a run; a busy one runs chunk after
+    chunk without waiting for the next run."""
     config = app.config["SEGSVC"]
     pool = get_pool(app)
-    covered = rollout.converge_rollouts(pool, config.rollout_chunk_users, JOB_RUN_SECONDS)
-    removed = segments.remove_members_of_deleted(pool, config.rollout_chunk_users, JOB_RUN_SECONDS)
-    if covered or removed:
+    stopping: threading.Event = app.extensions.setdefault(STOPPING_KEY, threading.Event())
+    total = 0
+    while not stopping.is_set():
+        covered = rollout.converge_rollouts(pool, config.rollout_chunk_users, JOB_RUN_SECONDS)
+        removed = segments.remove_members_of_deleted(
+            pool, config.rollout_chunk_users, JOB_RUN_SECONDS
+        )
+        if not covered and not removed:
+            break
         log.info(
             "rollouts: %d users converged; deleted segments: %d members left", covered, removed
         )
-    return covered + removed
+        total += covered + removed
+    return total
 
 
 def start_scheduler(app: Flask) -> BackgroundScheduler:
@@ -61,6 +71,7 @@ def start_scheduler(app: Flask) -> BackgroundScheduler:
         jobs["expire_due_memberships"] = (run_expiry_job, config.expiry_interval_seconds)
     else:
         log.info("expiry job is switched off (SEGSVC_EXPIRY_ENABLED=false)")
+    app.extensions[STOPPING_KEY] = threading.Event()
     scheduler = BackgroundScheduler(timezone="UTC")
     for job_id, (job, seconds) in jobs.items():
         scheduler.add_job(
@@ -78,6 +89,8 @@ def start_scheduler(app: Flask) -> BackgroundScheduler:
 
 
 def stop_scheduler(app: Flask) -> None:
+    """Waits for running jobs: a rollout run ends its current turn (at most JOB_RUN_SECONDS)."""
+    app.extensions.setdefault(STOPPING_KEY, threading.Event()).set()
     scheduler = app.extensions.pop(SCHEDULER_KEY, None)
     if scheduler is not None:
         scheduler.shutdown(wait=True)

@@ -81,19 +81,28 @@ UPDATE rollouts
 
 -- name: lock_user_chunk
 -- Shared locks: a change or deletion of one of these users waits for the chunk, or the chunk for
--- it, so the chunk's time comes after every change of theirs it follows.
-SELECT user_id
-  FROM users
- WHERE user_id > %(after)s
- ORDER BY user_id
- LIMIT %(chunk_users)s
-   FOR SHARE;
+-- it, so the chunk's time comes after every change of theirs it follows. The ids come back as
+-- one array literal, passed as is to the chunk's other statements (a list would go as
+-- ARRAY[...] of 10,000 expressions, parsed and planned by each), with the first and last id,
+-- which bound their index scans to the chunk.
+SELECT count(*) AS users,
+       coalesce(min(user_id), 0) AS first_user_id,
+       coalesce(max(user_id), 0) AS last_user_id,
+       coalesce(array_agg(user_id ORDER BY user_id), ARRAY[]::bigint[])::text AS user_ids
+  FROM (SELECT user_id
+          FROM users
+         WHERE user_id > %(after)s
+         ORDER BY user_id
+         LIMIT %(chunk_users)s
+           FOR SHARE) AS chunk;
 
 -- name: lock_chunk_memberships
 -- The expiry job skips locked memberships; this waits for one it is ending.
 SELECT user_id
   FROM memberships
- WHERE segment_id = %(segment_id)s AND user_id = ANY (%(user_ids)s::bigint[])
+ WHERE segment_id = %(segment_id)s
+   AND user_id BETWEEN %(first_user_id)s AND %(last_user_id)s
+   AND user_id = ANY (%(user_ids)s::bigint[])
  ORDER BY user_id
    FOR UPDATE;
 
@@ -121,6 +130,7 @@ SELECT user_id, segment_id, 'added', 'auto', %(at)s
 WITH removed AS (
     DELETE FROM memberships
      WHERE segment_id = %(segment_id)s
+       AND user_id BETWEEN %(first_user_id)s AND %(last_user_id)s
        AND user_id = ANY (%(user_ids)s::bigint[])
        AND source = 'auto'
        AND segment_bucket(%(slug)s, user_id) >= %(bucket_limit)s
@@ -149,6 +159,7 @@ SELECT count(*) AS rollouts
 WITH expired AS (
     DELETE FROM memberships
      WHERE segment_id = %(segment_id)s
+       AND user_id BETWEEN %(first_user_id)s AND %(last_user_id)s
        AND user_id = ANY (%(user_ids)s::bigint[])
        AND expires_at <= %(at)s
  RETURNING user_id, segment_id, expires_at

@@ -99,6 +99,14 @@ class Launcher:
             self.descendants = psutil.Process(self.process.pid).children(recursive=True)
             time.sleep(0.05)
 
+    def worker_processes(self) -> list[psutil.Process]:
+        """gunicorn's workers now: the children of its master, the launcher's child."""
+        return [
+            worker
+            for master in psutil.Process(self.process.pid).children()
+            for worker in master.children()
+        ]
+
     def stop(self, signum: signal.Signals) -> int:
         self.process.send_signal(signum)
         try:
