@@ -15,6 +15,17 @@ def user_segments(connection: Connection, user_id: int) -> list[dict[str, Any]]:
     return queries.fetch_all(connection, "user_segments", user_id=user_id)
 
 
+def users_segments(
+    connection: Connection, user_ids: Sequence[int]
+) -> dict[int, list[dict[str, Any]]]:
+    """`user_segments` of each user, in one statement; a user with none maps to []."""
+    found: dict[int, list[dict[str, Any]]] = {user_id: [] for user_id in user_ids}
+    literal = "{" + ",".join(str(user_id) for user_id in user_ids) + "}"
+    for row in queries.fetch_all(connection, "users_segments", user_ids=literal):
+        found[row.pop("user_id")].append(row)
+    return found
+
+
 def change_user_segments(
     connection: Connection,
     user_id: int,

@@ -4,7 +4,7 @@ import datetime as dt
 import re
 from collections import Counter
 from decimal import Decimal
-from typing import Any
+from typing import Any, ClassVar
 
 from marshmallow import Schema, ValidationError, fields, pre_load, validate, validates_schema
 
@@ -18,6 +18,7 @@ LATEST_EXPIRY = dt.datetime(9000, 1, 1, tzinfo=dt.UTC)
 # Items per request (README, Limits): a user never has 1000 segments to change at once.
 MAX_CHANGE_ITEMS = 1000
 MAX_REGISTERED_IDS = 10_000
+MAX_LOOKUP_IDS = 1_000
 
 _SLUG_REGEX = re.compile(SLUG_PATTERN)
 _DIGITS = re.compile(r"[0-9]{1,20}")
@@ -264,21 +265,46 @@ class UserPathSchema(Schema):
     user_id = UserIdInPath(required=True)
 
 
-class RegisterUsersSchema(Schema):
-    user_ids = fields.List(
-        UserId(),
-        required=True,
-        validate=validate.Length(min=1),
-        metadata={"maxItems": MAX_REGISTERED_IDS},
-    )
+class UserIdsSchema(Schema):
+    """A body `{"user_ids": [...]}` of 1 to `max_ids` ids, counted before any id is checked."""
+
+    max_ids: ClassVar[int]
 
     @pre_load
     def refuse_too_many_ids(self, data: Any, **kwargs: Any) -> Any:
-        if _raw_length(data, "user_ids") > MAX_REGISTERED_IDS:
-            raise ValidationError(
-                f"Give at most {MAX_REGISTERED_IDS} user ids.", field_name="user_ids"
-            )
+        if _raw_length(data, "user_ids") > self.max_ids:
+            raise ValidationError(f"Give at most {self.max_ids} user ids.", field_name="user_ids")
         return data
+
+
+def UserIds(max_ids: int, **metadata: Any) -> fields.List:
+    return fields.List(
+        UserId(),
+        required=True,
+        validate=validate.Length(min=1),
+        metadata={"maxItems": max_ids, **metadata},
+    )
+
+
+class RegisterUsersSchema(UserIdsSchema):
+    max_ids = MAX_REGISTERED_IDS
+    user_ids = UserIds(MAX_REGISTERED_IDS)
+
+
+class LookupUsersSchema(UserIdsSchema):
+    max_ids = MAX_LOOKUP_IDS
+    user_ids = UserIds(MAX_LOOKUP_IDS, uniqueItems=True)
+
+    @validates_schema
+    def ids_are_distinct(self, data: dict[str, Any], **kwargs: Any) -> None:
+        first_index: dict[int, int] = {}
+        repeated = {
+            index: [f"Repeats the id at index {first_index[user_id]}."]
+            for index, user_id in enumerate(data["user_ids"])
+            if first_index.setdefault(user_id, index) != index
+        }
+        if repeated:
+            raise ValidationError({"user_ids": repeated})
 
 
 class RegisteredUsersSchema(Schema):
@@ -353,6 +379,14 @@ class UserSegmentSchema(Schema):
 class UserSegmentsSchema(Schema):
     user_id = fields.Integer(required=True, metadata={"format": "int64"})
     segments = fields.List(fields.Nested(UserSegmentSchema), required=True)
+
+
+class UsersSegmentsSchema(Schema):
+    users = fields.List(
+        fields.Nested(UserSegmentsSchema),
+        required=True,
+        metadata={"description": "One entry per id asked, in the order asked."},
+    )
 
 
 class ProblemSchema(Schema):

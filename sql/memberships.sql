@@ -27,6 +27,23 @@ SELECT s.slug, now(), NULL
    AND segment_bucket(s.slug, %(user_id)s) < s.auto_percent * 100
  ORDER BY slug;
 
+-- name: users_segments
+-- user_segments for many users in one statement (the batch lookup), ordered by user then slug.
+-- The ids come as one array literal (a list would go as ARRAY[...] of up to 1,000 expressions).
+SELECT m.user_id, s.slug, m.added_at, m.expires_at
+  FROM memberships m
+  JOIN segments s ON s.segment_id = m.segment_id
+ WHERE m.user_id = ANY (%(user_ids)s::bigint[])
+   AND (m.expires_at IS NULL OR m.expires_at > now())
+   AND s.deleted_at IS NULL
+ UNION ALL
+SELECT asked.user_id, s.slug, now(), NULL
+  FROM unnest(%(user_ids)s::bigint[]) AS asked (user_id)
+  JOIN segments s ON s.deleted_at IS NULL AND s.auto_percent > 0
+ WHERE NOT EXISTS (SELECT 1 FROM users u WHERE u.user_id = asked.user_id)
+   AND segment_bucket(s.slug, asked.user_id) < s.auto_percent * 100
+ ORDER BY user_id, slug;
+
 -- name: lock_active_segments_by_slug
 -- FOR SHARE makes a concurrent segment deletion wait for this change, and makes this change
 -- see a segment deleted meanwhile as gone.

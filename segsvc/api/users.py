@@ -5,6 +5,7 @@ from typing import Any
 from flask import Blueprint, Response
 
 from .. import memberships, schemas, users
+from ..auth import allowed_for_read
 from ..db import get_connection
 from ..openapi import operation
 from . import dump, json_response, load_body, load_path, no_content
@@ -48,6 +49,28 @@ def delete_user(user_id: str) -> Response:
     path = load_path(schemas.UserPathSchema, user_id=user_id)
     users.delete_user(get_connection(), path["user_id"])
     return no_content()
+
+
+@bp.post("/segments/lookup")
+@operation(
+    "The active segments of many users at once",
+    tag=TAG,
+    body=schemas.LookupUsersSchema,
+    responses={200: schemas.UsersSegmentsSchema, 400: None, 413: None, 415: None, 422: None},
+    description=(
+        "1 to 1,000 distinct ids (a repeated id is a 422 naming its index); one entry per id in "
+        "the order asked, each what `GET /api/v1/users/{user_id}/segments` answers for it "
+        "(unregistered ids included). One query for all. A read token may call it: it changes "
+        "nothing."
+    ),
+)
+@allowed_for_read
+def lookup_users_segments() -> Response:
+    request = load_body(schemas.LookupUsersSchema)
+    found = memberships.users_segments(get_connection(), request["user_ids"])
+    return json_response(
+        {"users": [user_segments_body(user_id, found[user_id]) for user_id in request["user_ids"]]}
+    )
 
 
 @bp.get("/<user_id>/segments")
