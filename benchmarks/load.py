@@ -25,6 +25,7 @@ DURATION_SECONDS = 10
 CONNECTIONS = 32
 THREADS = 2
 RESULTS_FILE = PROJECT / "bench-results-load.json"
+LOOKUP_IDS = 100
 
 READ_SCRIPT = f"""
 math.randomseed(os.time())
@@ -41,6 +42,23 @@ request = function()
   local body = '{{"add": ["SEGMENT_' .. string.format("%02d", add) ..
                '"], "remove": ["SEGMENT_' .. string.format("%02d", remove) .. '"]}}'
   return wrk.format("PATCH", "/api/v1/users/" .. math.random(1, {USERS}) .. "/segments",
+                    {{["Content-Type"] = "application/json"}}, body)
+end
+"""
+
+
+# 100 distinct ids a request: a random start, then a random odd step (distinct modulo USERS).
+LOOKUP_SCRIPT = f"""
+math.randomseed(os.time())
+request = function()
+  local start = math.random(0, {USERS} - 1)
+  local step = 2 * math.random(1, 500) + 1
+  local ids = {{}}
+  for i = 0, {LOOKUP_IDS} - 1 do
+    ids[#ids + 1] = tostring((start + i * step) % {USERS} + 1)
+  end
+  local body = '{{"user_ids": [' .. table.concat(ids, ",") .. ']}}'
+  return wrk.format("POST", "/api/v1/users/segments/lookup",
                     {{["Content-Type"] = "application/json"}}, body)
 end
 """
@@ -177,6 +195,30 @@ def compare(label: str, served: Served, ceiling: Ceiling, script: str) -> dict[s
     return summary
 
 
+def measure_lookup(served: Served, single_read: dict[str, object]) -> dict[str, object]:
+    """The batch lookup in users/s, against the single GET's users/s (its requests/s)."""
+    rounds = [run_wrk(served.port, LOOKUP_SCRIPT) for _ in range(ROUNDS)]
+    users_per_second = LOOKUP_IDS * sum(r["requests_per_second"] for r in rounds) / ROUNDS
+    ratio = users_per_second / single_read["segsvc_requests_per_second"]
+    for number, result in enumerate(rounds, start=1):
+        print(
+            f"lookup round {number}: {result['requests_per_second']:,.0f} req/s of"
+            f" {LOOKUP_IDS} ids (p50 {result['p50_ms']:.2f} ms, p99 {result['p99_ms']:.2f} ms,"
+            f" non-2xx {result['non_2xx']})",
+            flush=True,
+        )
+    print(
+        f"lookup: {users_per_second:,.0f} users/s, {ratio:.1f}x the single GET's users/s",
+        flush=True,
+    )
+    return {
+        "rounds": rounds,
+        "ids_per_request": LOOKUP_IDS,
+        "users_per_second": round(users_per_second),
+        "ratio_to_single_get": round(ratio, 2),
+    }
+
+
 def main() -> None:
     results: dict[str, object] = {
         "connections": CONNECTIONS,
@@ -192,6 +234,7 @@ def main() -> None:
             time.sleep(1)
             results["read"] = compare("GET segments", served, ceiling, READ_SCRIPT)
             results["write"] = compare("PATCH segments", served, ceiling, WRITE_SCRIPT)
+            results["lookup"] = measure_lookup(served, results["read"])
         finally:
             ceiling.stop()
             served.stop()
