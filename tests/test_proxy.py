@@ -343,7 +343,12 @@ def test_nginx_disconnects_a_slow_client_without_troubling_the_service(
         started = time.monotonic()
         with SlowClients(nginx.port, 1, head, tail) as slow:
             slow.connections[0].settimeout(CLIENT_TIMEOUT_SECONDS + 6)
-            assert slow.connections[0].recv(1024) == b"", "nginx answered instead of closing"
+            try:
+                answer = slow.connections[0].recv(1024)
+            except ConnectionResetError:
+                # Closed while a byte of ours was still unread: the kernel resets, no answer.
+                answer = b""
+            assert answer == b"", "nginx answered instead of closing"
             elapsed = time.monotonic() - started
         # Loose above: the shared 2-core machine may be busy running the rest of the suite.
         assert CLIENT_TIMEOUT_SECONDS - 0.5 < elapsed < CLIENT_TIMEOUT_SECONDS + 4
