@@ -31,6 +31,23 @@ def step(app, chunk_users: int = 1000) -> int:
     return stepped
 
 
+def hold_chunks_after_their_time(monkeypatch, hold) -> threading.Event:
+    """Chunks stepped in a thread named `chunk` run `hold` once they have read their time (their
+    users' and memberships' locks taken); the event tells that one got there."""
+    chunk_has_its_time = threading.Event()
+    change_time = queries.change_time
+
+    def pause_the_chunk(connection):
+        at = change_time(connection)
+        if threading.current_thread().name == "chunk":
+            chunk_has_its_time.set()
+            hold()
+        return at
+
+    monkeypatch.setattr(queries, "change_time", pause_the_chunk)
+    return chunk_has_its_time
+
+
 def test_a_percentage_change_answers_at_once_and_shows_its_progress(app, client, sql):
     register(client, range(1, USERS + 1))
     created = create_segment(client, "AVITO_VOICE_MESSAGES", auto_percent=10)
@@ -137,18 +154,8 @@ def test_a_change_of_a_user_while_a_chunk_holds_it_comes_after_the_chunk(
     the removal could find nothing to remove, and the chunk then add the user after all."""
     register(client, range(1, 101))
     create_segment(client, "A", auto_percent=100)
-    chunk_has_its_time = threading.Event()
     go_on = threading.Event()
-    change_time = queries.change_time
-
-    def pause_the_chunk(connection):
-        at = change_time(connection)
-        if threading.current_thread().name == "chunk":
-            chunk_has_its_time.set()
-            go_on.wait(timeout=30)
-        return at
-
-    monkeypatch.setattr(queries, "change_time", pause_the_chunk)
+    chunk_has_its_time = hold_chunks_after_their_time(monkeypatch, lambda: go_on.wait(30))
     step(app)  # notes the transactions running
     chunk = threading.Thread(target=step, args=(app,), name="chunk")
     removal_answers: list[int] = []
@@ -194,17 +201,7 @@ def test_a_report_taken_while_a_chunk_holds_a_due_expiry_still_has_it(
     assert client.patch("/api/v1/segments/A", json={"auto_percent": 100}).status_code == 200
     expire_membership(sql, 7, "A")  # due now; nothing has ended it yet
     expires_at = sql.value("SELECT expires_at FROM memberships WHERE user_id = 7")
-    chunk_has_its_time = threading.Event()
-    change_time = queries.change_time
-
-    def pause_the_chunk(connection):
-        at = change_time(connection)
-        if threading.current_thread().name == "chunk":
-            chunk_has_its_time.set()
-            time.sleep(1)
-        return at
-
-    monkeypatch.setattr(queries, "change_time", pause_the_chunk)
+    chunk_has_its_time = hold_chunks_after_their_time(monkeypatch, lambda: time.sleep(1))
     step(app)  # notes the transactions running
     chunk = threading.Thread(target=step, args=(app,), name="chunk")
     chunk.start()
