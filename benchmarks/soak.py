@@ -5,10 +5,11 @@ Run with `make soak` (60 s; `python -m benchmarks.soak --seconds N` for another 
 tests/test_soak.py runs a shorter one. Afterwards it waits for every percentage rollout to
 converge, then checks the answers (no 500s, 503s only during the outage), the history
 (alternating per user and segment, ending in the current state, no row twice), the percentage
-segments (their `auto` members are exactly what the bucket rule selects) and the server
-connections (back within the pools' bounds), prints a summary and exits non-zero when a check
-fails. It always runs its own embedded PostgreSQL, which it restarts;
-the instances' logs go to var/soak-instances.log.
+segments (their `auto` members are exactly what the bucket rule selects), the server
+connections (back within the pools' bounds) and the server's log (no deadlock), prints a
+summary and exits non-zero when a check fails. It always runs its own embedded PostgreSQL, which
+it restarts; the instances' logs go to var/soak-instances.log, the server's to
+var/soak-postgres.log.
 """
 
 import argparse
@@ -16,6 +17,7 @@ import contextlib
 import json
 import os
 import random
+import shutil
 import signal
 import sys
 import tempfile
@@ -72,6 +74,8 @@ RESTART_TIMEOUT_SECONDS = 60.0
 ROLLOUTS_DONE_TIMEOUT_SECONDS = 60.0
 SHOWN_VIOLATIONS = 10
 LOG_FILE = PROJECT / "var" / "soak-instances.log"
+# The embedded server's own log (deadlock reports name their statements only there).
+POSTGRES_LOG_FILE = PROJECT / "var" / "soak-postgres.log"
 
 
 @dataclass(frozen=True)
@@ -249,6 +253,11 @@ class RestartablePostgres:
     def stop(self) -> None:
         self._running.close()
 
+    def server_log(self) -> str:
+        """What the server logged so far, across its restarts."""
+        log = self._pgdata / "log"
+        return log.read_text(errors="replace") if log.exists() else ""
+
     def wait_until_answering(self) -> None:
         deadline = time.monotonic() + RESTART_TIMEOUT_SECONDS
         while True:
@@ -425,6 +434,18 @@ def check_connections(count: int) -> Check:
     )
 
 
+def check_no_deadlocks(server_log: str) -> Check:
+    """A deadlock is a 503 for a request that did nothing wrong; one inside the outage's grace
+    would pass the answers' check, so the server's own log is read."""
+    reports = [line for line in server_log.splitlines() if "ERROR:  deadlock detected" in line]
+    details = [
+        line.strip()
+        for line in server_log.splitlines()
+        if line.lstrip().startswith("Process ") and " waits for " in line
+    ]
+    return Check("PostgreSQL detected no deadlock", not reports, f"{len(reports)}", details)
+
+
 def check_history(postgres: RestartablePostgres, database: str) -> list[Check]:
     def rows(statement: str) -> list[tuple]:
         return postgres.query(statement, database)
@@ -517,6 +538,9 @@ def soak_database() -> Iterator[tuple[RestartablePostgres, str]]:
             yield postgres, database_url
         finally:
             postgres.stop()
+            server_log = Path(top) / "pgdata" / "log"
+            if server_log.exists():
+                shutil.copyfile(server_log, POSTGRES_LOG_FILE)
 
 
 def run_soak(plan: SoakPlan, log_path: Path) -> SoakResult:
@@ -536,6 +560,7 @@ def run_soak(plan: SoakPlan, log_path: Path) -> SoakResult:
             *check_answers(sent, timeline),
             check_rollouts_done(served[0].port),
             check_connections(settled_connections(postgres)),
+            check_no_deadlocks(postgres.server_log()),
         ]
         instances.close()
         checks += [

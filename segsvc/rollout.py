@@ -59,6 +59,16 @@ def lock_rollout(connection: Connection, segment_id: int) -> None:
     queries.fetch_one(connection, "lock_rollout", segment_id=segment_id)
 
 
+def create_unstarted_rollout(connection: Connection, segment_id: int) -> None:
+    """A segment created without a percentage: its rollout row, for later changes to lock."""
+    queries.execute(
+        connection,
+        "create_unstarted_rollout",
+        segment_id=segment_id,
+        at=queries.change_time(connection),
+    )
+
+
 def restart_rollout(connection: Connection, segment_id: int) -> None:
     """The segment's percentage changed (in this transaction): converge every user again."""
     queries.execute(

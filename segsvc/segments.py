@@ -23,6 +23,8 @@ def create_segment(
         raise SegmentExists(f"An active segment {slug!r} already exists.", slug=slug)
     if auto_percent:
         rollout.restart_rollout(connection, created["segment_id"])
+    else:
+        rollout.create_unstarted_rollout(connection, created["segment_id"])
     return get_segment(connection, slug)
 
 
@@ -152,18 +154,19 @@ def settle_deleted_segments(pool: ConnectionPool, chunk_members: int, wait_secon
 
 def _lock_active_segment(connection: Connection, slug: str, with_rollout: bool) -> dict[str, Any]:
     """The segment's row lock; `with_rollout` first takes its rollout's (the lock order of
-    segsvc.rollout), waiting for a chunk in progress. Retries if the slug was deleted and
-    created again in between."""
+    segsvc.rollout), waiting for a chunk in progress or another change. Both by the id found
+    first: a segment deleted meanwhile is looked up again by its slug, which may name a new one.
+    """
     while True:
         found = queries.fetch_one(connection, "active_segment_id", slug=slug)
         if found is None:
             raise SegmentNotFound(f"There is no active segment {slug!r}.", slug=slug)
         if with_rollout:
             rollout.lock_rollout(connection, found["segment_id"])
-        segment = queries.fetch_one(connection, "lock_active_segment", slug=slug)
-        if segment is None:
-            raise SegmentNotFound(f"There is no active segment {slug!r}.", slug=slug)
-        if segment["segment_id"] == found["segment_id"]:
+        segment = queries.fetch_one(
+            connection, "lock_active_segment", segment_id=found["segment_id"]
+        )
+        if segment is not None:
             return segment
 
 

@@ -32,14 +32,22 @@ SELECT user_id, segment_id, 'added', 'auto', %(at)s
  ORDER BY user_id, segment_id;
 
 -- name: lock_rollout
--- Before a change of the segment's percentage or its deletion: waits for a running chunk.
+-- Before a change of the segment's percentage or its deletion: waits for a running chunk, or
+-- for another such change. Every segment has this row from its creation (migrations/0005).
 SELECT segment_id
   FROM rollouts
  WHERE segment_id = %(segment_id)s
    FOR UPDATE;
 
+-- name: create_unstarted_rollout
+-- A segment created without a percentage still gets its row, so that its first change always
+-- has one to lock (migrations/0005); unstarted and finished, it has nothing to converge.
+INSERT INTO rollouts (segment_id, converged_up_to, started_at, finished_at)
+VALUES (%(segment_id)s, 0, NULL, %(at)s);
+
 -- name: restart_rollout
--- The target changed: every user is converged again, from the first.
+-- The target changed: every user is converged again, from the first. Inserts the row of a
+-- segment created before migrations/0005 by a version that made none.
 INSERT INTO rollouts (segment_id, converged_up_to, started_at)
 VALUES (%(segment_id)s, 0, %(at)s)
     ON CONFLICT (segment_id) DO UPDATE

@@ -33,9 +33,12 @@ SELECT s.slug, s.description, s.auto_percent, s.created_at, s.deleted_at,
 -- a user's change or deletion that ends its membership here takes KEY SHARE on this row (the
 -- history's foreign key) while holding that membership, which this transaction waits for; under
 -- FOR UPDATE both would wait for each other, a deadlock.
+-- By id, the one whose rollout row this transaction locked first (segsvc/segments.py): locking
+-- by slug could take a segment created again under the slug meanwhile without its rollout's
+-- row, and then wait for that row while its holder waits for the segment.
 SELECT segment_id, slug, description, auto_percent
   FROM segments
- WHERE slug = %(slug)s AND deleted_at IS NULL
+ WHERE segment_id = %(segment_id)s AND deleted_at IS NULL
    FOR NO KEY UPDATE;
 
 -- name: claim_leaving_segment

@@ -223,3 +223,38 @@ def test_concurrent_overlapping_registrations_with_percentage_segments_stay_with
         )
         assert enrolled == users
     assert_history_replays_to_current_state(sql)
+
+
+def test_creations_ramps_and_deletions_racing_on_one_slug_never_deadlock(app, client, sql):
+    """A ramp of a segment that never had a percentage used to lock no rollout (it had no row
+    yet) and then wait for the segment, while a deletion that held the segment waited for the
+    rollout row the ramp had just created: PostgreSQL killed one with a deadlock, a 503. The
+    soak found it; here threads race on two slugs until each has done enough of every kind."""
+    slugs = ["RACE_A", "RACE_B"]
+    for slug in slugs:
+        create_segment(client, slug)
+
+    def race(index: int) -> Counter:
+        rng = random.Random(index)
+        thread_client = app.test_client()
+        statuses: Counter = Counter()
+        for _ in range(120):
+            slug = rng.choice(slugs)
+            action = rng.random()
+            if action < 0.3:
+                response = thread_client.post("/api/v1/segments", json={"slug": slug})
+            elif action < 0.7:
+                response = thread_client.patch(
+                    f"/api/v1/segments/{slug}", json={"auto_percent": rng.choice([5, 50, 0])}
+                )
+            else:
+                response = thread_client.delete(f"/api/v1/segments/{slug}")
+            statuses[response.status_code] += 1
+        return statuses
+
+    statuses = sum(run_in_threads(8, race), Counter())
+    assert set(statuses) <= {200, 201, 204, 404, 409}, statuses
+    for status in (200, 201, 204):  # ramps, creations and deletions all happened
+        assert statuses[status] > 0, statuses
+    converge(app)
+    assert_history_replays_to_current_state(sql)

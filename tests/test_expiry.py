@@ -165,7 +165,8 @@ def test_the_job_skips_the_memberships_of_a_segment_being_deleted_or_ramped(
     expire_membership(sql, 1000, "A")
     changing = psycopg2.connect(database_url_for_test)
     try:
-        queries.fetch_one(changing, "lock_active_segment", slug="A")
+        segment_id = sql.value("SELECT segment_id FROM segments WHERE slug = 'A'")
+        queries.fetch_one(changing, "lock_active_segment", segment_id=segment_id)
         assert scheduler.run_expiry_job(app) == 0
     finally:
         changing.rollback()
