@@ -540,6 +540,7 @@ def soak_database() -> Iterator[tuple[RestartablePostgres, str]]:
             postgres.stop()
             server_log = Path(top) / "pgdata" / "log"
             if server_log.exists():
+                POSTGRES_LOG_FILE.parent.mkdir(exist_ok=True)
                 shutil.copyfile(server_log, POSTGRES_LOG_FILE)
 
 
