@@ -5,7 +5,8 @@ Run with `make soak` (60 s; `python -m benchmarks.soak --seconds N` for another 
 tests/test_soak.py runs a shorter one. Afterwards it waits for every percentage rollout to
 converge, then checks the answers (no 500s, 503s only during the outage), the history
 (alternating per user and segment, ending in the current state, no row twice), the percentage
-segments (their `auto` members are exactly what the bucket rule selects), the server
+segments (their `auto` members are exactly what the bucket rule selects), the read cache
+(read-your-writes within an instance, and the staleness across them), the server
 connections (back within the pools' bounds) and the server's log (no deadlock), prints a
 summary and exits non-zero when a check fails. It always runs its own embedded PostgreSQL, which
 it restarts; the instances' logs go to var/soak-instances.log, the server's to
@@ -36,6 +37,7 @@ from segsvc.embedded import embedded_server
 from segsvc.launcher import ensure_database
 from segsvc.migrate import apply_migrations
 
+from .cache_probe import CacheProbe, ProbeResult
 from .consistency import duplicated_history_rows, history_violations
 from .support import PROJECT, Served, bucket_rule_violations, call_api
 
@@ -321,12 +323,15 @@ def restart_postgres(
 
 def drive(
     plan: SoakPlan, instances: list[Served], postgres: RestartablePostgres
-) -> tuple[Timeline, list[Sent]]:
-    """Runs the load with its faults; it ends no earlier than the plan says, nor before the
-    service has been under load a while past the recovery grace."""
+) -> tuple[Timeline, list[Sent], ProbeResult]:
+    """Runs the load, and the read cache's probe beside it, with the faults; it ends no earlier
+    than the plan says, nor before the service has been under load a while past the recovery
+    grace."""
     rng = random.Random(plan.seed)
     timeline = Timeline()
-    load = Load(plan, [served.port for served in instances])
+    ports = [served.port for served in instances]
+    probe = CacheProbe(ports)
+    load = Load(plan, ports)
     try:
         sleep_until(load, plan.kill_worker_at)
         kill_a_worker(load, rng.choice(instances), rng, timeline)
@@ -337,8 +342,9 @@ def drive(
     finally:
         timeline.load_ended = load.now()
         sent = load.stop()
+        probed = probe.stop()
     say(f"{timeline.load_ended:6.1f} s  load stopped after {len(sent):,} requests")
-    return timeline, sent
+    return timeline, sent, probed
 
 
 def settled_connections(postgres: RestartablePostgres) -> int:
@@ -432,6 +438,24 @@ def check_connections(count: int) -> Check:
         f"{count} <= {CONNECTION_BOUND} ({INSTANCES} instances x {WORKERS} workers x {POOL_MAX})",
         [] if count <= CONNECTION_BOUND else [f"{count} after {CONNECTIONS_SETTLE_SECONDS} s"],
     )
+
+
+def check_read_cache(probed: ProbeResult) -> list[Check]:
+    return [
+        Check(
+            "reads reflect every change their instance answered before they began",
+            probed.reads_checked > 0 and not probed.stale_reads,
+            f"{probed.reads_checked:,} reads after {probed.rounds:,} changes,"
+            f" {len(probed.stale_reads)} stale",
+            probed.stale_reads or ([] if probed.reads_checked else ["no read was checked"]),
+        ),
+        Check(
+            "the other instance reads a change within 1 s",
+            bool(probed.staleness_ms) and not probed.late,
+            probed.staleness_summary(),
+            probed.late or ([] if probed.staleness_ms else ["no change was measured"]),
+        ),
+    ]
 
 
 def check_no_deadlocks(server_log: str) -> Check:
@@ -556,9 +580,10 @@ def run_soak(plan: SoakPlan, log_path: Path) -> SoakResult:
                 instances.enter_context(Served(database_url, **INSTANCE_ENVIRONMENT))
                 for _ in range(INSTANCES)
             ]
-        timeline, sent = drive(plan, served, postgres)
+        timeline, sent, probed = drive(plan, served, postgres)
         checks = [
             *check_answers(sent, timeline),
+            *check_read_cache(probed),
             check_rollouts_done(served[0].port),
             check_connections(settled_connections(postgres)),
             check_no_deadlocks(postgres.server_log()),

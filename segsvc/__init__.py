@@ -2,7 +2,7 @@
 
 from flask import Flask
 
-from . import auth, db, errors, metrics, request_log
+from . import auth, db, errors, metrics, read_cache, request_log
 
 # Aliased: plain names would shadow the domain modules segsvc.segments, .users and .reports.
 from .api import docs as docs_api
@@ -24,6 +24,7 @@ def create_app(config: Config | None = None) -> Flask:
     request_log.configure_logging(config.log_level, config.log_format)
     request_log.init_app(app)
     metrics.init_app(app)
+    read_cache.init_app(app)
     db.init_app(app)
     errors.register_error_handlers(app)
     auth.init_app(app)

@@ -144,6 +144,8 @@ class Config:
     expiry_batch_size: int = 10000
     rollout_interval_seconds: int = 1
     rollout_chunk_users: int = 20000
+    read_cache: bool = True
+    read_cache_max_users: int = 100000
     # Not in the repr, so that logging a Config cannot show it.
     metrics_token: str | None = field(default=None, repr=False)
     # Not in the repr, so that logging a Config cannot show a token.
@@ -189,6 +191,10 @@ class Config:
                 environ, "SEGSVC_ROLLOUT_INTERVAL_SECONDS", 1, minimum=1
             ),
             rollout_chunk_users=_integer(environ, "SEGSVC_ROLLOUT_CHUNK_USERS", 20000, minimum=1),
+            read_cache=_boolean(environ, "SEGSVC_READ_CACHE", True),
+            read_cache_max_users=_integer(
+                environ, "SEGSVC_READ_CACHE_MAX_USERS", 100000, minimum=1
+            ),
             metrics_token=environ.get("SEGSVC_METRICS_TOKEN", "").strip() or None,
             api_tokens=parse_api_tokens(environ.get("SEGSVC_API_TOKENS", "")),
         )

@@ -17,9 +17,10 @@ from flask import Flask, Response, current_app, g, request
 from psycopg2 import extensions
 from psycopg2.extensions import connection as Connection
 
-from . import metrics
+from . import metrics, read_cache
 from .config import Config
 from .errors import DatabaseUnavailable, handle_database_error
+from .read_cache import ChangePublisher, TrackingConnection
 
 APPLICATION_NAME = "segsvc"
 READ_ONLY_METHODS = frozenset({"GET", "HEAD"})
@@ -35,7 +36,8 @@ class ConnectionPool:
     connect afresh, so the service recovers from an outage by itself.
     """
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, publisher: ChangePublisher | None = None) -> None:
+        self._publisher = publisher or ChangePublisher(None)
         self._slots = threading.BoundedSemaphore(config.db_pool_max)
         self._lock = threading.Lock()
         self._idle: list[Connection] = []
@@ -45,6 +47,7 @@ class ConnectionPool:
             psycopg2.connect,
             config.database_url,
             application_name=APPLICATION_NAME,
+            connection_factory=TrackingConnection,
             connect_timeout=config.db_connect_timeout_seconds,
             # A transaction left open too long (a bug, a stuck request) is ended by the server.
             options=f"-c statement_timeout={config.statement_timeout_seconds * 1000}"
@@ -82,6 +85,7 @@ class ConnectionPool:
                 )
                 if reusable:
                     connection.autocommit = False
+                    self._publisher.discard(connection)
             except psycopg2.Error:
                 broken, reusable = True, False
             with self._lock:
@@ -99,6 +103,14 @@ class ConnectionPool:
                 log.warning("a database connection broke; %d idle ones dropped", len(stale))
         finally:
             self._slots.release()
+
+    def commit(self, connection: Connection) -> None:
+        """Commits, and publishes what the transaction changed to the read caches."""
+        self._publisher.commit(connection)
+
+    def rollback(self, connection: Connection) -> None:
+        self._publisher.discard(connection)
+        connection.rollback()
 
     def in_use(self) -> int:
         """Connections borrowed and not yet given back."""
@@ -119,7 +131,9 @@ def get_pool(app: Flask) -> ConnectionPool:
     with app.extensions["segsvc.pool_lock"]:
         if pid not in pools:
             pools.clear()
-            pools[pid] = ConnectionPool(app.config["SEGSVC"])
+            pools[pid] = ConnectionPool(
+                app.config["SEGSVC"], ChangePublisher(read_cache.cache_of(app))
+            )
         return pools[pid]
 
 
@@ -137,8 +151,13 @@ def transaction(pool: ConnectionPool) -> Iterator[Connection]:
     """
     connection = pool.acquire()
     try:
-        with connection:
+        try:
             yield connection
+        except BaseException:
+            with suppress(psycopg2.Error):  # the error that got here matters; release copes
+                pool.rollback(connection)
+            raise
+        pool.commit(connection)
     finally:
         pool.release(connection)
 
@@ -175,11 +194,12 @@ def _finish_transaction(response: Response) -> Response:
     connection = g.get("db_connection")
     if connection is None or connection.closed:
         return response
+    pool = get_pool(current_app)
     try:
         if response.status_code < 400:
-            connection.commit()
+            pool.commit(connection)
         else:
-            connection.rollback()
+            pool.rollback(connection)
     except (psycopg2.OperationalError, psycopg2.InterfaceError) as error:
         if response.status_code < 400:
             return handle_database_error(error)
@@ -192,7 +212,7 @@ def _return_connection(_exception: BaseException | None) -> None:
         return
     try:
         if not connection.closed:
-            connection.rollback()
+            get_pool(current_app).rollback(connection)
     except psycopg2.Error as error:
         log.warning("rollback failed, discarding the connection: %s", str(error).strip())
     finally:

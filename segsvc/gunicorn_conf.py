@@ -3,8 +3,11 @@
 import os
 
 from segsvc.config import ServeConfig
+from segsvc.read_cache import VersionTable
 
 _serve = ServeConfig.from_environ(os.environ)
+# Made here, in the master, before any worker forks: every worker of this instance shares it.
+_read_versions = VersionTable()
 
 bind = f"0.0.0.0:{_serve.port}"
 workers = _serve.workers
@@ -34,15 +37,20 @@ def on_starting(server) -> None:
 
 
 def post_worker_init(worker) -> None:
-    """Each worker runs the background jobs on its own schedule (safe to run concurrently)."""
+    """Each worker runs the background jobs on its own schedule (safe to run concurrently), and
+    its read cache listens for other instances' changes."""
+    from segsvc.change_listener import start_listening
     from segsvc.scheduler import start_scheduler
 
     start_scheduler(worker.wsgi)
+    start_listening(worker.wsgi, _read_versions)
 
 
 def worker_exit(server, worker) -> None:
+    from segsvc.change_listener import stop_listening
     from segsvc.scheduler import stop_scheduler
 
+    stop_listening(worker.wsgi)
     stop_scheduler(worker.wsgi)
 
 

@@ -5,7 +5,7 @@ from typing import Any
 
 from psycopg2.extensions import connection as Connection
 
-from . import queries, users
+from . import queries, read_cache, users
 from .errors import InputInvalid, SegmentNotFound, listed
 
 
@@ -38,6 +38,7 @@ def change_user_segments(
     time is read after all of them, so the history of one user or one segment is in time order.
     """
     users.lock_or_register_user(connection, user_id)
+    read_cache.note_users(connection, [user_id])
     slugs = [item["slug"] for item in add] + list(remove)
     found = queries.fetch_all(connection, "lock_active_segments_by_slug", slugs=slugs)
     segment_ids = {row["slug"]: row["segment_id"] for row in found}

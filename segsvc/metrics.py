@@ -78,6 +78,30 @@ AUTO_ENROLLMENTS = Counter(
     ["trigger"],
 )
 
+READ_CACHE_LOOKUPS = Counter(
+    "segsvc_read_cache_lookups_total",
+    "Users looked up in the workers' read caches, by result: hit, miss (read from the database) "
+    "or bypass (the cache is off while its change notifications are lost).",
+    ["result"],
+)
+READ_CACHE_INVALIDATIONS = Counter(
+    "segsvc_read_cache_invalidations_total",
+    "Changes that invalidated cached reads, by scope (users: those users' slots; all: every "
+    "entry, after a change of segments or a lost notification channel) and origin (commit: set "
+    "by the changing worker after its commit; notification: set by a worker's listener).",
+    ["scope", "origin"],
+)
+READ_CACHE_ENTRIES = Gauge(
+    "segsvc_read_cache_entries",
+    "Users cached by the live workers' read caches.",
+    multiprocess_mode="livesum",
+)
+READ_CACHE_BYPASSED = Gauge(
+    "segsvc_read_cache_bypassed_workers",
+    "Live workers whose read cache is bypassed because their change notifications are lost.",
+    multiprocess_mode="livesum",
+)
+
 
 def _route_label() -> str:
     return request.url_rule.rule if request.url_rule is not None else UNMATCHED_ROUTE

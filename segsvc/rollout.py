@@ -19,7 +19,7 @@ from typing import Any
 
 from psycopg2.extensions import connection as Connection
 
-from . import metrics, queries
+from . import metrics, queries, read_cache
 from .db import ConnectionPool, transaction
 
 BUCKETS = 10000
@@ -133,9 +133,10 @@ def _converge_users(
         **chunk,
     }
     queries.execute(connection, "settle_expired_chunk_memberships", **arguments)
-    enrolled = queries.execute(connection, "enroll_user_chunk", **arguments)
-    queries.execute(connection, "disenroll_user_chunk", **arguments)
-    metrics.AUTO_ENROLLMENTS.labels("rollout").inc(enrolled)
+    enrolled = queries.fetch_rows(connection, "enroll_user_chunk", **arguments)
+    disenrolled = queries.fetch_rows(connection, "disenroll_user_chunk", **arguments)
+    read_cache.note_users(connection, (user_id for (user_id,) in enrolled + disenrolled))
+    metrics.AUTO_ENROLLMENTS.labels("rollout").inc(len(enrolled))
 
 
 def converge_rollouts(pool: ConnectionPool, chunk_users: int, budget_seconds: float) -> int:

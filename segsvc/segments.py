@@ -6,7 +6,7 @@ from typing import Any
 
 from psycopg2.extensions import connection as Connection
 
-from . import queries, rollout
+from . import queries, read_cache, rollout
 from .db import ConnectionPool, single_statement, transaction
 from .errors import SegmentExists, SegmentNotFound
 
@@ -22,6 +22,7 @@ def create_segment(
     if created is None:
         raise SegmentExists(f"An active segment {slug!r} already exists.", slug=slug)
     if auto_percent:
+        read_cache.note_everyone(connection)  # unregistered ids read the percentage
         rollout.restart_rollout(connection, created["segment_id"])
     else:
         rollout.create_unstarted_rollout(connection, created["segment_id"])
@@ -92,6 +93,7 @@ def update_segment(connection: Connection, slug: str, changes: dict[str, Any]) -
         description=changes.get("description", segment["description"]),
     )
     if ramps:
+        read_cache.note_everyone(connection)  # unregistered ids read the percentage
         rollout.restart_rollout(connection, segment["segment_id"])
     return get_segment(connection, slug)
 
@@ -107,6 +109,7 @@ def delete_segment(connection: Connection, slug: str) -> None:
     segment_id = _lock_active_segment(connection, slug, with_rollout=True)["segment_id"]
     at = queries.change_time(connection)
     queries.execute(connection, "mark_segment_deleted", segment_id=segment_id, at=at)
+    read_cache.note_everyone(connection)
     rollout.end_rollout(connection, segment_id, at)
 
 

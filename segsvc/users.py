@@ -5,7 +5,7 @@ from typing import Any
 
 from psycopg2.extensions import connection as Connection
 
-from . import queries, rollout
+from . import queries, read_cache, rollout
 from .errors import UserNotFound
 
 # Users registered and enrolled per statement: a statement's time grows with this and the number
@@ -32,6 +32,7 @@ def register_users(connection: Connection, user_ids: Sequence[int]) -> int:
             for row in queries.fetch_all(connection, "register_users", user_ids=chunk)
         ]
         if registered:
+            read_cache.note_users(connection, registered)
             rollout.enroll_new_users(connection, registered, queries.change_time(connection))
         registered_count += len(registered)
     return registered_count
@@ -59,6 +60,7 @@ def delete_user(connection: Connection, user_id: int) -> None:
     holding the user (a shared lock) finishes first; a later one no longer sees the user."""
     if queries.fetch_one(connection, "lock_user_for_deletion", user_id=user_id) is None:
         raise UserNotFound(f"User {user_id} is not registered.", user_id=user_id)
+    read_cache.note_users(connection, [user_id])
     queries.fetch_all(connection, "lock_user_memberships", user_id=user_id)
     at = queries.change_time(connection)
     queries.execute(connection, "settle_expired_user_memberships", user_id=user_id, at=at)

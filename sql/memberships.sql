@@ -11,15 +11,16 @@ SELECT clock_timestamp() AS at;
 -- The hot read path: one index range scan on the memberships primary key. An id that is not
 -- registered has no memberships and reads what registering it now would give it: the percentage
 -- segments whose bucket rule selects it, added now. For a registered user the second branch costs
--- one probe of the users primary key (a one-time filter) and computes no bucket.
-SELECT s.slug, m.added_at, m.expires_at
+-- one probe of the users primary key (a one-time filter) and computes no bucket. read_at and
+-- stored tell the read cache the database's time and whether the rows are stored or computed.
+SELECT s.slug, m.added_at, m.expires_at, now() AS read_at, true AS stored
   FROM memberships m
   JOIN segments s ON s.segment_id = m.segment_id
  WHERE m.user_id = %(user_id)s
    AND (m.expires_at IS NULL OR m.expires_at > now())
    AND s.deleted_at IS NULL
  UNION ALL
-SELECT s.slug, now(), NULL
+SELECT s.slug, now(), NULL, now(), false
   FROM segments s
  WHERE NOT EXISTS (SELECT 1 FROM users u WHERE u.user_id = %(user_id)s)
    AND s.deleted_at IS NULL
@@ -30,14 +31,14 @@ SELECT s.slug, now(), NULL
 -- name: users_segments
 -- user_segments for many users in one statement (the batch lookup), ordered by user then slug.
 -- The ids come as one array literal (a list would go as ARRAY[...] of up to 1,000 expressions).
-SELECT m.user_id, s.slug, m.added_at, m.expires_at
+SELECT m.user_id, s.slug, m.added_at, m.expires_at, now() AS read_at, true AS stored
   FROM memberships m
   JOIN segments s ON s.segment_id = m.segment_id
  WHERE m.user_id = ANY (%(user_ids)s::bigint[])
    AND (m.expires_at IS NULL OR m.expires_at > now())
    AND s.deleted_at IS NULL
  UNION ALL
-SELECT asked.user_id, s.slug, now(), NULL
+SELECT asked.user_id, s.slug, now(), NULL, now(), false
   FROM unnest(%(user_ids)s::bigint[]) AS asked (user_id)
   JOIN segments s ON s.deleted_at IS NULL AND s.auto_percent > 0
  WHERE NOT EXISTS (SELECT 1 FROM users u WHERE u.user_id = asked.user_id)

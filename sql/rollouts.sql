@@ -115,7 +115,8 @@ SELECT user_id
    FOR UPDATE;
 
 -- name: enroll_user_chunk
--- The chunk's users in the range who are neither members nor excluded.
+-- The chunk's users in the range who are neither members nor excluded; returns them, whose
+-- cached reads are then out of date.
 WITH enrolled AS (
     INSERT INTO memberships (user_id, segment_id, added_at, source)
     SELECT u.user_id, %(segment_id)s, %(at)s, 'auto'
@@ -131,10 +132,11 @@ WITH enrolled AS (
 INSERT INTO membership_history (user_id, segment_id, operation, reason, at)
 SELECT user_id, segment_id, 'added', 'auto', %(at)s
   FROM enrolled
- ORDER BY user_id;
+ ORDER BY user_id
+RETURNING user_id;
 
 -- name: disenroll_user_chunk
--- Only automatic members out of the range; manual ones stay.
+-- Only automatic members out of the range; manual ones stay. Returns them, as enroll_user_chunk.
 WITH removed AS (
     DELETE FROM memberships
      WHERE segment_id = %(segment_id)s
@@ -147,7 +149,8 @@ WITH removed AS (
 INSERT INTO membership_history (user_id, segment_id, operation, reason, at)
 SELECT user_id, segment_id, 'removed', 'auto', %(at)s
   FROM removed
- ORDER BY user_id;
+ ORDER BY user_id
+RETURNING user_id;
 
 -- name: advance_rollout
 UPDATE rollouts

@@ -19,7 +19,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 from serving import WORKERS, Launcher, free_port
 
-from segsvc import create_app, db
+from segsvc import change_listener, create_app, db
 from segsvc.config import Config
 from segsvc.embedded import throwaway_server
 from segsvc.migrate import apply_migrations
@@ -117,6 +117,7 @@ def make_app(config: Config) -> Iterator[Callable[..., Flask]]:
         yield build
     finally:
         for app in apps:
+            change_listener.stop_listening(app)
             db.close_pools(app)
 
 
