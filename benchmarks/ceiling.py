@@ -24,9 +24,13 @@ BODY = json.dumps(
     separators=(",", ":"),
 ).encode()
 
+# Read by segsvc's gunicorn hooks, which start the background jobs in every worker. A reference
+# app has none to run: the expiry job is off, and the rollout job (it has no switch, and without
+# segsvc's pool it failed every second with a traceback) first runs decades from now.
+NO_JOBS = Config(database_url="unused", expiry_enabled=False, rollout_interval_seconds=10**9)
+
 app = Flask(__name__)
-# Read by segsvc's gunicorn hooks: this app has no expiry job to run.
-app.config["SEGSVC"] = Config(database_url="unused", expiry_enabled=False)
+app.config["SEGSVC"] = NO_JOBS
 
 
 @app.route("/api/v1/users/<user_id>/segments", methods=["GET", "PATCH"])

@@ -228,24 +228,29 @@ class ReadCache:
     def usable(self) -> bool:
         return self.enabled and time.monotonic() < self.listening_until
 
-    def get(self, user_id: int) -> CachedRead | None:
-        """The entry if it is still current; None on a miss or while the cache is bypassed."""
+    def lookup(self, user_ids: list[int]) -> list[CachedRead | None]:
+        """Each user's entry if it is still current, else None (a miss, or all of them while
+        the cache is bypassed); counted once per result, not per user."""
         if not self.enabled:
-            return None
+            return [None] * len(user_ids)
         now = time.monotonic()
         if now >= self.listening_until:
-            self._bypasses.inc()
-            return None
-        entry = self._entries.get(user_id)
-        if (
-            entry is not None
-            and now < entry.valid_until
-            and self.versions.is_current(user_id, entry.stamp)
-        ):
-            self._hits.inc()
-            return entry
-        self._misses.inc()
-        return None
+            self._bypasses.inc(len(user_ids))
+            return [None] * len(user_ids)
+        entries, is_current = self._entries, self.versions.is_current
+        found: list[CachedRead | None] = []
+        misses = 0
+        for user_id in user_ids:
+            entry = entries.get(user_id)
+            if entry is None or now >= entry.valid_until or not is_current(user_id, entry.stamp):
+                entry = None
+                misses += 1
+            found.append(entry)
+        if misses < len(found):
+            self._hits.inc(len(found) - misses)
+        if misses:
+            self._misses.inc(misses)
+        return found
 
     def stamp(self, user_id: int) -> tuple[int, int]:
         """Taken before the query whose answer is stored with it."""

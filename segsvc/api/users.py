@@ -97,7 +97,7 @@ def _segments_bodies(user_ids: list[int]) -> list[bytes]:
     """Each user's answer, encoded: from the worker's read cache, or read from the database
     for all misses at once and cached (segsvc/read_cache.py)."""
     cache = read_cache.cache_of(current_app)
-    found = {user_id: cache.get(user_id) for user_id in user_ids}
+    found = dict(zip(user_ids, cache.lookup(user_ids), strict=True))
     missing = [user_id for user_id, entry in found.items() if entry is None]
     if missing:
         stamps = [cache.stamp(user_id) for user_id in missing]
