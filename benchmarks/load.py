@@ -467,7 +467,13 @@ def goals(results: dict) -> list[dict[str, object]]:
     return [
         *rows,
         _ratio(lookup, results["lookup"], single_get, 25, "users_per_second"),
-        _ratio("PATCH / ceiling", results["patch"]["segsvc"], results["patch"]["ceiling"], 0.3),
+        # The write path's goal is issue 12's (one round trip); shown here to follow it.
+        _ratio(
+            "PATCH / ceiling (issue 12)",
+            results["patch"]["segsvc"],
+            results["patch"]["ceiling"],
+            0.3,
+        ),
         _row(
             "staleness between instances: p99",
             f"{staleness['p99_ms']:.1f} ms",

@@ -6,13 +6,14 @@ Without it (tests, one process) the default registry is served. Domain modules o
 the counters below; figures about stored data are read from the database at scrape time.
 """
 
+import functools
 import hmac
 import logging
 import os
 import time
 
 import psycopg2
-from flask import Flask, Response, current_app, g, request
+from flask import Flask, Response, current_app, request
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     REGISTRY,
@@ -24,7 +25,7 @@ from prometheus_client import (
 )
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
-from . import db, queries
+from . import db, queries, request_log
 from .errors import ServiceError, problem_response
 from .openapi import operation
 
@@ -103,31 +104,37 @@ READ_CACHE_BYPASSED = Gauge(
 )
 
 
-def _route_label() -> str:
-    return request.url_rule.rule if request.url_rule is not None else UNMATCHED_ROUTE
-
-
-def _method_label() -> str:
+def _method_label(app: Flask, method: str) -> str:
     """Read from the URL map at the first request: Flask allows no new routes after it."""
-    routed = current_app.extensions.get(_ROUTED_METHODS)
+    routed = app.extensions.get(_ROUTED_METHODS)
     if routed is None:
         routed = frozenset(
-            method for rule in current_app.url_map.iter_rules() for method in rule.methods or ()
+            method for rule in app.url_map.iter_rules() for method in rule.methods or ()
         )
-        current_app.extensions[_ROUTED_METHODS] = routed
-    return request.method if request.method in routed else OTHER_METHOD
+        app.extensions[_ROUTED_METHODS] = routed
+    return method if method in routed else OTHER_METHOD
 
 
-def _start_timer() -> None:
-    g.metrics_started = time.perf_counter()
+@functools.cache
+def _request_series(method: str, route: str, status: int) -> tuple[Counter, Histogram]:
+    """The request counter and histogram of one label set, looked up once: `labels()` converts
+    every value and takes a lock on each call. Bounded, since no label takes a client's value."""
+    labels = (method, route, str(status))
+    return HTTP_REQUESTS.labels(*labels), HTTP_REQUEST_DURATION.labels(*labels)
 
 
-def _count_request(response: Response) -> Response:
-    labels = (_method_label(), _route_label(), str(response.status_code))
-    HTTP_REQUESTS.labels(*labels).inc()
-    started = g.get("metrics_started")
+def _count_request(app: Flask, response: Response) -> Response:
+    flask_request = request._get_current_object()  # type: ignore[attr-defined]
+    rule = flask_request.url_rule
+    requests, durations = _request_series(
+        _method_label(app, flask_request.method),
+        rule.rule if rule is not None else UNMATCHED_ROUTE,
+        response.status_code,
+    )
+    requests.inc()
+    started = request_log.request_started()
     if started is not None:
-        HTTP_REQUEST_DURATION.labels(*labels).observe(time.perf_counter() - started)
+        durations.observe(time.perf_counter() - started)
     return response
 
 
@@ -201,6 +208,6 @@ def mark_worker_dead(pid: int) -> None:
 
 
 def init_app(app: Flask) -> None:
-    app.before_request(_start_timer)
-    app.after_request(_count_request)
+    # Timed from request_log's first hook: one hook less on every request.
+    app.after_request(functools.partial(_count_request, app))
     app.add_url_rule("/metrics", "metrics", serve_metrics, methods=["GET"])

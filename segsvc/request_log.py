@@ -13,16 +13,22 @@ backslash as `\\`); JSON lines as JSON's `\uNNNN`, which decode back to what the
 import datetime as dt
 import json
 import logging
+import os
 import re
 import sys
 import time
-import uuid
 from typing import Any, TextIO
 
-from flask import Flask, Response, g, has_request_context, request
+from flask import Flask, Request, Response, g, has_request_context, request
 
 REQUEST_ID_HEADER = "X-Request-ID"
+# Where WSGI puts those headers: read from the environ, as `request.headers` would, minus its work.
+_REQUEST_ID_ENVIRON_KEY = "HTTP_X_REQUEST_ID"
+_USER_AGENT_ENVIRON_KEY = "HTTP_USER_AGENT"
 _SANE_REQUEST_ID = re.compile(r"[\x21-\x7e]{1,128}")
+# The bits `uuid.UUID(bytes=..., version=4)` clears and sets: the version 4 and RFC 4122 variant.
+_UUID4_CLEARED = ~(0xC000 << 48 | 0xF000 << 64)
+_UUID4_SET = 0x8000 << 48 | 4 << 76
 # Fields a log record may carry (from the request, or `extra=`), in the order JSON lines show them.
 REQUEST_FIELDS = ("request_id", "method", "route", "path", "status", "duration_ms", "user_agent")
 # C0 controls, DEL, C1 controls (NEL among them) and the line and paragraph separators: each
@@ -34,7 +40,9 @@ access_log = logging.getLogger("segsvc.access")
 
 
 def current_request_id() -> str | None:
-    return g.get("request_id") if has_request_context() else None
+    if not has_request_context():
+        return None
+    return g._get_current_object().get("request_id")  # type: ignore[attr-defined,no-any-return]
 
 
 class RequestContextFilter(logging.Filter):
@@ -67,7 +75,11 @@ class JsonFormatter(logging.Formatter):
             entry["exception"] = self.formatException(record.exc_info)
         # json.dumps escapes only C0 controls. The others can only be inside JSON strings (all
         # else it writes is ASCII), where `\uNNNN` stands for the same character.
-        return _CONTROL_CHARACTER.sub(_json_escape, json.dumps(entry, ensure_ascii=False))
+        return _CONTROL_CHARACTER.sub(_json_escape, _JSON_LINE_ENCODER.encode(entry))
+
+
+# What `json.dumps(entry, ensure_ascii=False)` builds for every line; it keeps no state.
+_JSON_LINE_ENCODER = json.JSONEncoder(ensure_ascii=False)
 
 
 def _json_escape(match: re.Match[str]) -> str:
@@ -84,8 +96,22 @@ def _text_escape(match: re.Match[str]) -> str:
 class TextFormatter(logging.Formatter):
     """Escapes the line itself; a traceback appended below it keeps its own line breaks."""
 
+    def __init__(self, fmt: str) -> None:
+        super().__init__(fmt)
+        self._second_text: tuple[int, str] = (-1, "")
+
     def formatMessage(self, record: logging.LogRecord) -> str:
         return _CONTROL_CHARACTER_OR_BACKSLASH.sub(_text_escape, super().formatMessage(record))
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        """`Formatter.formatTime`'s text, the second's part made once a second: `localtime` and
+        `strftime` were a third of a line's formatting. (One tuple, so threads see a pair.)"""
+        second, text = self._second_text
+        if second != int(record.created):
+            second = int(record.created)
+            text = time.strftime(self.default_time_format, self.converter(record.created))
+            self._second_text = (second, text)
+        return self.default_msec_format % (text, record.msecs)
 
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s [%(process)d] %(name)s [%(request_id)s]: %(message)s"
@@ -112,34 +138,68 @@ def configure_logging(level: str, log_format: str = "text") -> None:
 
 
 def _start_request() -> None:
-    g.request_started = time.perf_counter()
-    incoming = request.headers.get(REQUEST_ID_HEADER, "")
-    g.request_id = incoming if _SANE_REQUEST_ID.fullmatch(incoming) else uuid.uuid4().hex
+    # `g` and `request` are context-local proxies: each read through one is a context-variable
+    # lookup, so the hooks of the hot path resolve each at most once.
+    state = g._get_current_object()  # type: ignore[attr-defined]
+    state.request_started = time.perf_counter()
+    environ = request._get_current_object().environ  # type: ignore[attr-defined]
+    incoming = environ.get(_REQUEST_ID_ENVIRON_KEY, "")
+    state.request_id = incoming if _SANE_REQUEST_ID.fullmatch(incoming) else _new_request_id()
+
+
+def _new_request_id() -> str:
+    """What `uuid.uuid4().hex` gives for the same random bytes, without building a `UUID`,
+    whose checks cost more than the rest of the request's first hook."""
+    value = int.from_bytes(os.urandom(16), "big") & _UUID4_CLEARED | _UUID4_SET
+    return f"{value:032x}"
+
+
+def request_started() -> float | None:
+    """`time.perf_counter()` when the request's first hook ran: the metrics time from it too."""
+    state = g._get_current_object()  # type: ignore[attr-defined]
+    return state.get("request_started")  # type: ignore[no-any-return]
 
 
 def _finish_request(response: Response) -> Response:
-    started = g.get("request_started")
-    duration_ms = (time.perf_counter() - started) * 1000 if started is not None else 0.0
-    route = request.url_rule.rule if request.url_rule is not None else None
-    access_log.info(
-        "%s %s %d %.1fms",
-        request.method,
-        request.path,
-        response.status_code,
-        duration_ms,
-        extra={
-            "method": request.method,
-            "route": route,
-            "path": request.path,
-            "status": response.status_code,
-            "duration_ms": round(duration_ms, 3),
-            "user_agent": request.user_agent.string or None,
-        },
-    )
-    request_id = current_request_id()
+    state = g._get_current_object()  # type: ignore[attr-defined]
+    request_id = state.get("request_id")
+    # Nothing of the line is gathered when it would not be written (a WARNING level).
+    if access_log.isEnabledFor(logging.INFO):
+        flask_request = request._get_current_object()  # type: ignore[attr-defined]
+        _log_access(flask_request, response, state.get("request_started"), request_id)
     if request_id is not None:
         response.headers[REQUEST_ID_HEADER] = request_id
     return response
+
+
+def _log_access(
+    flask_request: Request, response: Response, started: float | None, request_id: str | None
+) -> None:
+    """Builds the record itself: `Logger.info` would first walk the stack for the caller's file
+    and line, which no format shows. The request id is given, so the filter looks up nothing."""
+    duration_ms = (time.perf_counter() - started) * 1000 if started is not None else 0.0
+    method, path, status = flask_request.method, flask_request.path, response.status_code
+    rule = flask_request.url_rule
+    record = access_log.makeRecord(
+        access_log.name,
+        logging.INFO,
+        "(unknown file)",
+        0,
+        "%s %s %d %.1fms",
+        (method, path, status, duration_ms),
+        None,
+        "(unknown function)",
+        {
+            "request_id": request_id,
+            "method": method,
+            "route": rule.rule if rule is not None else None,
+            "path": path,
+            "status": status,
+            "duration_ms": round(duration_ms, 3),
+            "user_agent": flask_request.environ.get(_USER_AGENT_ENVIRON_KEY) or None,
+        },
+    )
+    access_log.handle(record)
 
 
 def init_app(app: Flask) -> None:

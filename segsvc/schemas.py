@@ -95,10 +95,21 @@ def UserId(**kwargs: Any) -> fields.Integer:
     )
 
 
-class UserIdInPath(fields.Field):
+class PathValue(fields.Field):
+    """A value written in a URL, checked and converted by `parse` alone (no validators, never
+    None), so that a `PathSchema` of them can be loaded without marshmallow's machinery."""
+
+    def parse(self, value: Any) -> Any:
+        raise NotImplementedError
+
+    def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> Any:
+        return self.parse(value)
+
+
+class UserIdInPath(PathValue):
     """A user id written in a URL path: decimal digits only, 1..2^63-1."""
 
-    def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> int:
+    def parse(self, value: Any) -> int:
         if not isinstance(value, str) or not _DIGITS.fullmatch(value):
             raise ValidationError("Must be a positive integer.")
         number = int(value)
@@ -261,7 +272,12 @@ class MembersSchema(Schema):
     )
 
 
-class UserPathSchema(Schema):
+class PathSchema(Schema):
+    """The values of a route's path: `PathValue` fields only, no hooks. `api.load_path` calls
+    their `parse` directly, which gives what `load` gives for a fraction of its cost."""
+
+
+class UserPathSchema(PathSchema):
     user_id = UserIdInPath(required=True)
 
 

@@ -11,18 +11,20 @@ import io
 import json
 import re
 from typing import Any
-from urllib.parse import quote, urlsplit, urlunsplit
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 import pytest
 from flask import Flask
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
+from marshmallow import Schema, ValidationError
 from support import create_segment
 
 from segsvc import create_app, db, segments
+from segsvc.api import load_path
 from segsvc.config import Config
 from segsvc.db import get_connection
-from segsvc.schemas import MAX_TTL_SECONDS, MAX_USER_ID, SLUG_PATTERN
+from segsvc.schemas import MAX_TTL_SECONDS, MAX_USER_ID, SLUG_PATTERN, UserPathSchema
 
 PROBLEM_MIMETYPE = "application/problem+json"
 PROBLEM_MEMBERS = {"type", "title", "status", "detail", "code"}
@@ -427,6 +429,33 @@ def test_bad_user_id_in_the_path_is_422(client, sql, stored, subtests):
                 response = client.open(template.format(user_id), method=method, json=body)
                 assert_invalid(response, "user_id")
                 assert row_counts(sql) == stored
+
+
+def marshmallow_load(schema: Schema, values: dict[str, Any]) -> Any:
+    try:
+        return schema.load(values)
+    except ValidationError as error:
+        return error.messages
+
+
+def path_load(values: dict[str, Any]) -> Any:
+    try:
+        return load_path(UserPathSchema, **values)
+    except ValidationError as error:
+        return error.messages
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.text(max_size=25)
+    | st.integers(min_value=-1, max_value=2**64).map(str)
+    | st.sampled_from([unquote(user_id) for user_id in BAD_PATH_USER_IDS.values()])
+)
+@example(str(MAX_USER_ID))
+def test_a_user_id_in_the_path_loads_as_its_marshmallow_schema_would(user_id):
+    """load_path checks a PathSchema with its fields' `parse` alone: same values, same messages."""
+    values = {"user_id": user_id}
+    assert path_load(values) == marshmallow_load(UserPathSchema(), values)
 
 
 # Validation: membership changes

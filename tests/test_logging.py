@@ -4,6 +4,7 @@ import io
 import json
 import logging
 import re
+import uuid
 from collections.abc import Iterator
 from urllib.parse import quote
 
@@ -102,6 +103,16 @@ def test_a_hostile_request_id_is_replaced_and_never_logged(json_app, captured, h
         assert hostile not in captured.getvalue()
 
 
+def test_a_new_request_id_is_a_random_version_4_uuid(client):
+    ids = {client.get("/healthz").headers["X-Request-ID"] for _ in range(50)}
+    assert len(ids) == 50
+    for request_id in ids:
+        parsed = uuid.UUID(hex=request_id)
+        assert parsed.hex == request_id
+        assert parsed.version == 4
+        assert parsed.variant == uuid.RFC_4122
+
+
 def test_an_unhandled_error_is_logged_once_with_its_traceback_and_its_request_id(
     json_app, captured
 ):
@@ -158,6 +169,19 @@ def test_a_client_cannot_forge_or_break_text_lines(client, captured_text, contro
 def test_a_backslash_from_a_client_is_escaped_so_escapes_stay_unambiguous(client, captured_text):
     client.get(quote("/api/v1/x\\x0a\n"))
     assert "GET /api/v1/x\\\\x0a\\x0a 404" in captured_text.getvalue()
+
+
+@pytest.mark.parametrize("fraction", [0.0, 0.0004, 0.5, 0.9994, 0.9996, 0.99999999])
+def test_text_lines_show_the_time_as_logging_itself_would(fraction):
+    """The second's text is kept between lines; the time still reads as logging writes it."""
+    formatter = build_handler("text", io.StringIO()).formatter
+    assert formatter is not None
+    for second in (1_764_338_400, 1_764_338_400, 1_764_338_401, 1_764_342_000):
+        created = second + fraction
+        record = logging.LogRecord("segsvc.test", logging.INFO, __file__, 1, "x", None, None)
+        record.created = created
+        record.msecs = int((created - int(created)) * 1000) + 0.0
+        assert formatter.formatTime(record) == logging.Formatter().formatTime(record)
 
 
 def test_a_text_traceback_keeps_its_lines_while_the_message_is_escaped(captured_text):
