@@ -104,8 +104,9 @@ class TextFormatter(logging.Formatter):
         return _CONTROL_CHARACTER_OR_BACKSLASH.sub(_text_escape, super().formatMessage(record))
 
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
-        """`Formatter.formatTime`'s text, the second's part made once a second: `localtime` and
-        `strftime` were a third of a line's formatting. (One tuple, so threads see a pair.)"""
+        """`Formatter.formatTime`'s text, its seconds formatted once a second: `localtime` and
+        `strftime` were a third of a line's formatting. One tuple holds the second and its text,
+        so no thread pairs a second with another's text."""
         second, text = self._second_text
         if second != int(record.created):
             second = int(record.created)
