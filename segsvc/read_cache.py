@@ -46,7 +46,7 @@ class VersionTable:
     def __init__(self) -> None:
         self._memory = mmap.mmap(-1, (SLOTS + 1) * 8)  # anonymous and MAP_SHARED
         self._versions = memoryview(self._memory).cast("Q")
-        # Names this instance in its notifications (for whoever reads them in PostgreSQL).
+        # Names this instance in its notifications, so that its listeners tell its own apart.
         self.instance = os.urandom(8).hex()
 
     def stamp(self, user_id: int) -> tuple[int, int]:
@@ -268,10 +268,6 @@ class ReadCache:
 
     def size(self) -> int:
         return len(self._entries)
-
-    def clear(self) -> None:
-        with self._lock:
-            self._entries.clear()
 
 
 def valid_until(rows: list[dict[str, Any]], started: float) -> float:
