@@ -6,7 +6,8 @@ on), segsvc with SEGSVC_READ_CACHE=false, the naive peer (benchmarks/naive.py: t
 plain Flask and psycopg2) and the ceiling (benchmarks/ceiling.py: a constant answer, no database).
 After an unmeasured round of each read load to warm segsvc's cache, wrk drives the single read
 on all four, round after round in turn, with user ids drawn uniformly and then Zipf-distributed;
-then the batch lookup (100 ids a request) on segsvc; then PATCH on segsvc and the ceiling. Last, a
+then the batch lookup (100 ids a request) on segsvc; then PATCH on segsvc and the ceiling; then
+10,000 members of a segment added, and then renewed and removed, each in one call. Last, a
 second segsvc instance changes users while the first is polled, for the staleness between
 instances. Prints the goals met and missed and writes bench-results-load.json. Figures, not a
 timed test.
@@ -54,6 +55,8 @@ ZIPF_EXPONENT = 1.1
 # fixed permutation, and the hot users are spread over the id space rather than all at its start.
 RANK_STRIDE = 7919
 STALENESS_CHANGES = 300
+BULK_IDS = 10_000
+JSON_HEADERS = {"Content-Type": "application/json"}
 STALENESS_WARM_READS = 3
 STALENESS_GIVE_UP_SECONDS = 5.0
 
@@ -427,6 +430,41 @@ def measure_staleness(writer: Served, reader: Served, changes: int) -> dict[str,
     return summary
 
 
+def measure_bulk_members(port: int) -> dict[str, float]:
+    """`POST /api/v1/segments/<slug>/members` with BULK_IDS ids in one call, timed from request
+    to answer: first adding them to a new segment (half registered users, half new ids that the
+    call registers), then renewing half of them with an expiry and removing the other half."""
+    registered = range(USERS - BULK_IDS // 2 + 1, USERS + 1)
+    new = range(USERS + 1, USERS + BULK_IDS // 2 + 1)
+    ids = [*registered, *new]
+    timings = {}
+    with contextlib.closing(http.client.HTTPConnection("127.0.0.1", port, timeout=60)) as client:
+        client.request("POST", "/api/v1/segments", json.dumps({"slug": "BULK"}), JSON_HEADERS)
+        created = client.getresponse()
+        created.read()
+        assert created.status == 201, created.status
+        path = "/api/v1/segments/BULK/members"
+        for name, body in (
+            ("add", {"add": ids, "remove": []}),
+            (
+                "renew_and_remove",
+                {
+                    "add": [{"user_id": user_id, "ttl_seconds": 3600} for user_id in ids[::2]],
+                    "remove": ids[1::2],
+                },
+            ),
+        ):
+            started = time.perf_counter()
+            answer = _exchange(client, "POST", path, body)
+            timings[f"{name}_seconds"] = time.perf_counter() - started
+            print(
+                f"members in bulk, {name}: {BULK_IDS:,} ids in one call,"
+                f" {timings[f'{name}_seconds']:.2f} s: {answer}",
+                flush=True,
+            )
+    return timings
+
+
 def _exchange(
     connection: http.client.HTTPConnection, method: str, path: str, body: object = None
 ) -> dict:
@@ -434,7 +472,7 @@ def _exchange(
     if body is None:
         connection.request(method, path)
     else:
-        connection.request(method, path, json.dumps(body), {"Content-Type": "application/json"})
+        connection.request(method, path, json.dumps(body), JSON_HEADERS)
     response = connection.getresponse()
     answer = response.read()
     if response.status != 200:
@@ -473,6 +511,16 @@ def goals(results: dict) -> list[dict[str, object]]:
             results["patch"]["segsvc"],
             results["patch"]["ceiling"],
             0.3,
+        ),
+        *(
+            _row(
+                f"members in bulk, {name.removesuffix('_seconds').replace('_', ' ')}:"
+                f" {BULK_IDS:,} ids in one call",
+                f"{seconds:.2f} s",
+                goal="< 1 s",
+                met=seconds < 1,
+            )
+            for name, seconds in results["bulk_members"].items()
         ),
         _row(
             "staleness between instances: p99",
@@ -594,6 +642,7 @@ def main() -> None:
                 rounds,
                 seconds,
             )
+            results["bulk_members"] = measure_bulk_members(served.port)
             with Served(database_url) as writer:
                 results["staleness"] = measure_staleness(writer, served, arguments.changes)
     results["goals"] = goals(results)

@@ -8,7 +8,8 @@ CPU, each the fastest of ROUNDS rounds (other processes only ever add time):
 - `stubbed`: the same GET with the cache off and the query stubbed to a constant (the pool, the
   hooks, validation, encoding and dispatch, without the database round trip);
 - `off`: the same GET with the cache off (SEGSVC_READ_CACHE=false), the query included;
-- `healthz`: GET /healthz, the cheapest route.
+- `healthz`: GET /healthz, the cheapest route;
+- `naive`: benchmarks/naive.py, the naive peer (Flask, psycopg2, `jsonify`) on the same query.
 
 `--profile CASE` runs one case under pyinstrument instead (`pip install pyinstrument`).
 
@@ -134,7 +135,9 @@ def main() -> None:
     parser.add_argument("--multiprocess", action="store_true")
     parser.add_argument("--log-level", default="WARNING", help="INFO writes access lines")
     parser.add_argument("--log-format", default="text", choices=("text", "json"))
-    parser.add_argument("--profile", choices=("ceiling", "hit", "stubbed", "off", "healthz"))
+    parser.add_argument(
+        "--profile", choices=("ceiling", "hit", "stubbed", "off", "healthz", "naive")
+    )
     options = parser.parse_args()
 
     with contextlib.ExitStack() as stack:
@@ -150,13 +153,17 @@ def main() -> None:
         from segsvc import change_listener, db, memberships, read_cache
         from segsvc.config import Config
 
-        from . import ceiling
+        from . import ceiling, naive
 
         admin_url = os.environ.get(
             "BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
         )
         url = stack.enter_context(profile_database(admin_url))
-        stack.enter_context(contextlib.redirect_stderr(stack.enter_context(open(os.devnull, "w"))))
+        os.environ["DATABASE_URL"] = url  # the naive peer's connection
+        stack.enter_context(
+            # Line-buffered, as sys.stderr is.
+            contextlib.redirect_stderr(stack.enter_context(open(os.devnull, "w", buffering=1)))
+        )
 
         def build(cached: bool) -> Any:
             config = Config(
@@ -195,6 +202,7 @@ def main() -> None:
             "stubbed": (uncached, read, stubbed),
             "off": (uncached, read, contextlib.nullcontext),
             "healthz": (cached, healthz, contextlib.nullcontext),
+            "naive": (naive.app, read, contextlib.nullcontext),
         }
         if options.profile:
             _profile(*cases[options.profile], options.requests)
@@ -206,7 +214,7 @@ def main() -> None:
         )
         for name, (app, environ, patch) in cases.items():
             with patch():
-                if app is not ceiling.app and environ is read:
+                if app not in (ceiling.app, naive.app) and environ is read:
                     assert call(app, environ) == body, f"{name} answers differently"
                 wall, cpu = microseconds_per_request(app, environ, options.requests)
             print(f"  {name:<8} {wall:8.1f} µs/request, {cpu:6.1f} µs CPU")

@@ -132,6 +132,7 @@ class Config:
     db_pool_max: int = 5
     db_pool_wait_seconds: int = 5
     db_connect_timeout_seconds: int = 2
+    db_prepared_statements: bool = True
     statement_timeout_seconds: int = 5
     idle_in_transaction_timeout_seconds: int = 60
     max_body_bytes: int = 1024 * 1024
@@ -170,6 +171,7 @@ class Config:
             db_connect_timeout_seconds=_integer(
                 environ, "SEGSVC_DB_CONNECT_TIMEOUT_SECONDS", 2, minimum=1
             ),
+            db_prepared_statements=_boolean(environ, "SEGSVC_DB_PREPARED_STATEMENTS", True),
             statement_timeout_seconds=_integer(
                 environ, "SEGSVC_STATEMENT_TIMEOUT_SECONDS", 5, minimum=1
             ),

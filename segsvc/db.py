@@ -11,6 +11,7 @@ import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
+from typing import Any
 
 import psycopg2
 from flask import Flask, Response, current_app, g, request
@@ -28,6 +29,16 @@ READ_ONLY_METHODS = frozenset({"GET", "HEAD"})
 log = logging.getLogger(__name__)
 
 
+class PooledConnection(TrackingConnection):
+    """A pool's connection: it carries its transaction's changes for the read caches
+    (TrackingConnection) and the names of the statements it prepared (queries.fetch_prepared;
+    None when prepared statements are off)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.prepared_statements: set[str] | None = set()
+
+
 class ConnectionPool:
     """A bounded, thread-safe pool that waits (bounded) for a free connection.
 
@@ -43,11 +54,12 @@ class ConnectionPool:
         self._idle: list[Connection] = []
         self._in_use = 0
         self._wait_seconds = config.db_pool_wait_seconds
+        self._prepared_statements = config.db_prepared_statements
         self._connect = functools.partial(
             psycopg2.connect,
             config.database_url,
             application_name=APPLICATION_NAME,
-            connection_factory=TrackingConnection,
+            connection_factory=PooledConnection,
             connect_timeout=config.db_connect_timeout_seconds,
             # A transaction left open too long (a bug, a stuck request) is ended by the server.
             options=f"-c statement_timeout={config.statement_timeout_seconds * 1000}"
@@ -63,6 +75,9 @@ class ConnectionPool:
                 connection = self._idle.pop() if self._idle else None
             if connection is None:
                 connection = self._connect()
+                connection.publisher = self._publisher
+                if not self._prepared_statements:
+                    connection.prepared_statements = None
         except BaseException:
             self._slots.release()
             raise
@@ -174,15 +189,18 @@ def single_statement(pool: ConnectionPool) -> Iterator[Connection]:
         pool.release(connection)
 
 
-def get_connection() -> Connection:
+def get_connection(single_statement: bool = False) -> Connection:
     """The request's connection, borrowed on first use.
 
     GET requests only read, each in one statement, so they run in autocommit: that is still
-    one transaction, and it saves the round trip of a COMMIT on the hottest route.
+    one transaction, and it saves the round trips of BEGIN and COMMIT on the hottest route.
+    `single_statement` says the same of another request on its first call (the batch lookup, a
+    change of a user's segments); a domain function that then needs a transaction of several
+    statements turns autocommit off before its first.
     """
     if "db_connection" not in g:
         connection = get_pool(current_app).acquire()
-        connection.autocommit = request.method in READ_ONLY_METHODS
+        connection.autocommit = single_statement or request.method in READ_ONLY_METHODS
         g.db_connection = connection
     return g.db_connection
 

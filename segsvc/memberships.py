@@ -3,6 +3,7 @@
 from collections.abc import Sequence
 from typing import Any
 
+import psycopg2
 from psycopg2.extensions import connection as Connection
 
 from . import queries, read_cache, users
@@ -12,7 +13,7 @@ from .errors import InputInvalid, SegmentNotFound, listed
 def user_segments(connection: Connection, user_id: int) -> list[dict[str, Any]]:
     """The user's active segments; expired memberships are filtered out in the query. An id that
     is not registered gets the percentage segments that would enrol it now, computed, not stored."""
-    return queries.fetch_all(connection, "user_segments", user_id=user_id)
+    return queries.fetch_prepared(connection, "user_segments", user_id=user_id)
 
 
 def users_segments(
@@ -21,7 +22,7 @@ def users_segments(
     """`user_segments` of each user, in one statement; a user with none maps to []."""
     found: dict[int, list[dict[str, Any]]] = {user_id: [] for user_id in user_ids}
     literal = "{" + ",".join(str(user_id) for user_id in user_ids) + "}"
-    for row in queries.fetch_all(connection, "users_segments", user_ids=literal):
+    for row in queries.fetch_prepared(connection, "users_segments", user_ids=literal):
         found[row.pop("user_id")].append(row)
     return found
 
@@ -34,55 +35,55 @@ def change_user_segments(
 ) -> list[dict[str, Any]]:
     """Applies the adds and removes all together or not at all; returns the resulting segments.
 
-    Lock order: the user row, the named segments (shared), the user's memberships. The change
-    time is read after all of them, so the history of one user or one segment is in time order.
+    One statement does it all (migrations/0006: lock order, change time, history). On a
+    connection in autocommit that statement is the whole transaction, with its NOTIFY inside:
+    one round trip. A user not registered yet is registered first, by the rules of any
+    registration, in a transaction that then runs the same statement.
     """
+    change = {
+        "user_id": user_id,
+        "add_slugs": [item["slug"] for item in add],
+        "add_expires_at": [item.get("expires_at") for item in add],
+        "add_ttl_seconds": [item.get("ttl_seconds") for item in add],
+        "remove_slugs": list(remove),
+    }
+    if connection.autocommit:
+        try:
+            with read_cache.published_in_statement(connection, [user_id]) as notify:
+                return _run_change(connection, change, notify)
+        except _NotRegistered:
+            connection.autocommit = False
     users.lock_or_register_user(connection, user_id)
-    read_cache.note_users(connection, [user_id])
-    slugs = [item["slug"] for item in add] + list(remove)
-    found = queries.fetch_all(connection, "lock_active_segments_by_slug", slugs=slugs)
-    segment_ids = {row["slug"]: row["segment_id"] for row in found}
-    unknown = sorted(set(slugs) - segment_ids.keys())
-    if unknown:
-        raise _segments_not_found(unknown)
+    read_cache.note_users(connection, [user_id])  # published at the transaction's commit
+    return _run_change(connection, change, [])
 
-    queries.fetch_all(connection, "lock_user_memberships", user_id=user_id)
-    at = queries.change_time(connection)
-    _reject_past_expiries(add, at)
-    queries.execute(connection, "settle_expired_user_memberships", user_id=user_id, at=at)
-    if remove:
-        queries.execute(
-            connection,
-            "remove_user_memberships",
-            user_id=user_id,
-            segment_ids=[segment_ids[slug] for slug in remove],
-            at=at,
-        )
-    if add:
-        queries.execute(
-            connection,
-            "add_user_memberships",
-            user_id=user_id,
-            segment_ids=[segment_ids[item["slug"]] for item in add],
-            expires_at=[item.get("expires_at") for item in add],
-            ttl_seconds=[item.get("ttl_seconds") for item in add],
-            at=at,
-        )
-    return user_segments(connection, user_id)
+
+class _NotRegistered(Exception):
+    """The statement found no user row, and changed nothing."""
+
+
+def _run_change(
+    connection: Connection, change: dict[str, Any], notify: list[str]
+) -> list[dict[str, Any]]:
+    """The statement, its refusals turned into the API's errors."""
+    try:
+        return queries.fetch_prepared(connection, "change_user_segments", notify=notify, **change)
+    except psycopg2.Error as error:
+        detail = error.diag.message_detail or ""
+        if error.pgcode == "SGU01":
+            raise _NotRegistered() from None
+        if error.pgcode == "SG404":
+            raise _segments_not_found(detail.split(" ")) from None
+        if error.pgcode == "SG422":
+            past = {
+                int(index): {"expires_at": ["Must be in the future."]}
+                for index in detail.split(",")
+            }
+            raise InputInvalid({"add": past}) from None
+        raise
 
 
 def _segments_not_found(unknown: list[str]) -> SegmentNotFound:
     shown = listed("slugs", unknown)
     more = f" and {shown['slugs_omitted']} more" if "slugs_omitted" in shown else ""
     return SegmentNotFound(f"No active segment for: {', '.join(shown['slugs'])}{more}.", **shown)
-
-
-def _reject_past_expiries(add: Sequence[dict[str, Any]], at: Any) -> None:
-    """Judged against the database clock, the one every stored time comes from."""
-    errors = {
-        index: {"expires_at": ["Must be in the future."]}
-        for index, item in enumerate(add)
-        if item.get("expires_at") is not None and item["expires_at"] <= at
-    }
-    if errors:
-        raise InputInvalid({"add": errors})

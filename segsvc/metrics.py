@@ -70,7 +70,7 @@ MEMBERSHIPS_EXPIRED = Counter(
 )
 REPORT_ROWS_STREAMED = Counter(
     "segsvc_report_rows_streamed_total",
-    "History rows written to CSV reports.",
+    "Rows written to CSV downloads (history reports and member exports).",
 )
 AUTO_ENROLLMENTS = Counter(
     "segsvc_auto_enrollments_total",

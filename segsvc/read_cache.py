@@ -10,7 +10,9 @@ still never be staler than the guarantees in the README ("Read cache"):
   `note_everyone`). Its commit goes through `ChangePublisher`: before COMMIT it sends a `NOTIFY`
   on `segsvc_changes` (PostgreSQL delivers it at commit, to every instance); after COMMIT and
   before the answer it sets the slots to a value new to that change. So any worker of this
-  instance that begins a read after the answer misses, and reads the database.
+  instance that begins a read after the answer misses, and reads the database. A change made
+  by one statement in autocommit (its own transaction) sends the NOTIFY in that statement
+  (`published_in_statement`), and sets the slots once it returns.
 - Each worker's `ChangeListener` (segsvc.change_listener) sets the slots for the changes other
   instances made, and for this instance's whose worker died before setting them. While it is
   not listening the worker's cache is bypassed.
@@ -21,7 +23,8 @@ import mmap
 import os
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -87,6 +90,8 @@ class TrackingConnection(psycopg2.extensions.connection):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.pending_changes = PendingChanges()
+        # Set by the pool that made the connection: the caches its changes are published to.
+        self.publisher: ChangePublisher | None = None
 
     def take_changes(self) -> PendingChanges:
         pending, self.pending_changes = self.pending_changes, PendingChanges()
@@ -104,6 +109,27 @@ def note_everyone(connection: Any) -> None:
     """Every read may change if this transaction commits (a segment's deletion or percentage)."""
     if isinstance(connection, TrackingConnection):
         connection.pending_changes.everyone = True
+
+
+@contextmanager
+def published_in_statement(connection: Any, user_ids: Iterable[int]) -> Iterator[list[str]]:
+    """For a change of these users made by one statement in autocommit, which is its own
+    transaction: gives the NOTIFY payloads for the statement to send (PostgreSQL delivers them
+    at its commit), then sets this instance's slots once it succeeded, or once its outcome is
+    unknown because the connection dropped (a needless miss is cheap; a stale hit is not). A
+    statement the server refused changed nothing. A connection without a publisher gives none."""
+    publisher = getattr(connection, "publisher", None)
+    if publisher is None:
+        yield []
+        return
+    pending = PendingChanges(user_ids=set(user_ids))
+    try:
+        yield notification_payloads(publisher.instance(), pending)
+    except BaseException:
+        if connection.closed:
+            publisher.bump(pending)
+        raise
+    publisher.bump(pending)
 
 
 def notification_payloads(instance: str, pending: PendingChanges) -> list[str]:
@@ -160,7 +186,7 @@ class ChangePublisher:
             queries.execute(
                 connection,
                 "notify_changes",
-                payloads=notification_payloads(self._instance(), pending),
+                payloads=notification_payloads(self.instance(), pending),
             )
         try:
             connection.commit()
@@ -168,18 +194,19 @@ class ChangePublisher:
             # Also when the commit's outcome is unknown (the connection dropped): a needless miss
             # is cheap, a stale hit is not.
             if pending:
-                self._bump(pending)
+                self.bump(pending)
 
     def discard(self, connection: Any) -> None:
         """The transaction rolled back: nothing to publish."""
         if isinstance(connection, TrackingConnection):
             connection.take_changes()
 
-    def _instance(self) -> str:
+    def instance(self) -> str:
         """A pool without a cache (a tool's) publishes to every instance alike."""
         return self._cache.versions.instance if self._cache is not None else "tool"
 
-    def _bump(self, pending: PendingChanges) -> None:
+    def bump(self, pending: PendingChanges) -> None:
+        """This instance's slots of the changed users (or the epoch) move on."""
         if self._cache is None:
             return
         versions = self._cache.versions

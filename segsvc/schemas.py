@@ -19,6 +19,7 @@ LATEST_EXPIRY = dt.datetime(9000, 1, 1, tzinfo=dt.UTC)
 MAX_CHANGE_ITEMS = 1000
 MAX_REGISTERED_IDS = 10_000
 MAX_LOOKUP_IDS = 1_000
+MAX_MEMBER_IDS = 10_000
 
 _SLUG_REGEX = re.compile(SLUG_PATTERN)
 _DIGITS = re.compile(r"[0-9]{1,20}")
@@ -372,17 +373,128 @@ class MembershipChangeSchema(Schema):
             raise ValidationError(f"Each slug may appear once in `add` and `remove`: {repeated}.")
 
 
+class MemberAddItemSchema(AddItemSchema):
+    """An `add` item of a segment's bulk change: the user id in place of the slug, with the
+    expiry fields and checks of a user's change."""
+
+    class Meta:
+        exclude = ("slug",)
+
+    user_id = UserId(required=True)
+
+
+# Shared, not built per item as AddItem does: building a schema cost more than loading an item,
+# and a bulk change has 10,000 of them.
+_MEMBER_ADD_ITEM = MemberAddItemSchema()
+_USER_ID = UserId()
+
+
+class MemberAddItem(fields.Field):
+    """A user id, or an object with the user id and its expiry."""
+
+    def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> dict[str, Any]:
+        if isinstance(value, dict):
+            return _MEMBER_ADD_ITEM.load(value)
+        if isinstance(value, int) and not isinstance(value, bool):
+            return {"user_id": _USER_ID.deserialize(value)}
+        raise ValidationError("Must be a user id or an object with `user_id`.")
+
+
+_MEMBER_IDS = {
+    "maxItems": MAX_MEMBER_IDS,
+    "description": f"At most {MAX_MEMBER_IDS} user ids in `add` and `remove` together.",
+}
+
+
+class SegmentMembersChangeSchema(Schema):
+    add = fields.List(
+        MemberAddItem(
+            metadata={
+                "oneOf": [
+                    {"type": "integer", "format": "int64", "minimum": 1, "maximum": MAX_USER_ID},
+                    {"$ref": "#/components/schemas/MemberAddItem"},
+                ]
+            }
+        ),
+        load_default=list,
+        metadata=_MEMBER_IDS,
+    )
+    remove = fields.List(UserId(), load_default=list, metadata=_MEMBER_IDS)
+
+    @pre_load
+    def refuse_too_many_ids(self, data: Any, **kwargs: Any) -> Any:
+        if _raw_length(data, "add") + _raw_length(data, "remove") > MAX_MEMBER_IDS:
+            raise ValidationError(
+                f"Give at most {MAX_MEMBER_IDS} user ids in `add` and `remove` together."
+            )
+        return data
+
+    @validates_schema
+    def ids_are_distinct(self, data: dict[str, Any], **kwargs: Any) -> None:
+        """Names every repeated id at its index, and where it came first."""
+        lists = {
+            "add": [item["user_id"] for item in data.get("add", [])],
+            "remove": data.get("remove", []),
+        }
+        if not lists["add"] and not lists["remove"]:
+            raise ValidationError("Give at least one user id in `add` or `remove`.")
+        first: dict[int, tuple[str, int]] = {}
+        repeated: dict[str, dict[int, list[str]]] = {}
+        for name, user_ids in lists.items():
+            for index, user_id in enumerate(user_ids):
+                first_name, first_index = first.setdefault(user_id, (name, index))
+                if (first_name, first_index) != (name, index):
+                    where = "" if first_name == name else f" of `{first_name}`"
+                    message = f"Repeats the id at index {first_index}{where}."
+                    repeated.setdefault(name, {})[index] = [message]
+        if repeated:
+            raise ValidationError(repeated)
+
+
+class SegmentMembersChangedSchema(Schema):
+    added = fields.Integer(
+        required=True,
+        metadata={"description": "Memberships that began, each with an `added` history row."},
+    )
+    renewed = fields.Integer(
+        required=True,
+        metadata={
+            "description": (
+                "Current memberships of ids in `add`: they keep `added_at`, take the expiry "
+                "asked and become manual; no history row."
+            )
+        },
+    )
+    removed = fields.Integer(
+        required=True,
+        metadata={
+            "description": (
+                "Memberships that `remove` ended, each with a `removed` history row; ids that "
+                "were no members count nowhere."
+            )
+        },
+    )
+    member_count = fields.Integer(
+        required=True,
+        metadata={"format": "int64", "description": "The segment's members after the change."},
+    )
+
+
+_ONE_EXPIRY = {"not": {"required": ["expires_at", "ttl_seconds"]}}
+_ADD_OR_REMOVE = {
+    "anyOf": [
+        {"required": ["add"], "properties": {"add": {"minItems": 1}}},
+        {"required": ["remove"], "properties": {"remove": {"minItems": 1}}},
+    ]
+}
 # Rules of `@validates_schema` methods, for the OpenAPI description. JSON Schema cannot state
-# the others: distinct slugs across `add` and `remove`, `to` not before `from`.
+# the others: distinct slugs or user ids across `add` and `remove`, `to` not before `from`.
 OBJECT_RULES: dict[type[Schema], dict[str, Any]] = {
-    AddItemSchema: {"not": {"required": ["expires_at", "ttl_seconds"]}},
+    AddItemSchema: _ONE_EXPIRY,
+    MemberAddItemSchema: _ONE_EXPIRY,
     SegmentUpdateSchema: {"minProperties": 1},
-    MembershipChangeSchema: {
-        "anyOf": [
-            {"required": ["add"], "properties": {"add": {"minItems": 1}}},
-            {"required": ["remove"], "properties": {"remove": {"minItems": 1}}},
-        ]
-    },
+    MembershipChangeSchema: _ADD_OR_REMOVE,
+    SegmentMembersChangeSchema: _ADD_OR_REMOVE,
 }
 
 

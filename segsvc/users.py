@@ -31,11 +31,17 @@ def register_users(connection: Connection, user_ids: Sequence[int]) -> int:
             row["user_id"]
             for row in queries.fetch_all(connection, "register_users", user_ids=chunk)
         ]
-        if registered:
-            read_cache.note_users(connection, registered)
-            rollout.enroll_new_users(connection, registered, queries.change_time(connection))
+        enroll_registered(connection, registered)
         registered_count += len(registered)
     return registered_count
+
+
+def enroll_registered(connection: Connection, registered: Sequence[int]) -> None:
+    """Users this transaction has just registered: their reads change, and they join every
+    percentage segment that selects them, at a change time read now that their rows are held."""
+    if registered:
+        read_cache.note_users(connection, registered)
+        rollout.enroll_new_users(connection, registered, queries.change_time(connection))
 
 
 def lock_or_register_user(connection: Connection, user_id: int) -> None:

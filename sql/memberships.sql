@@ -45,15 +45,6 @@ SELECT asked.user_id, s.slug, now(), NULL, now(), false
    AND segment_bucket(s.slug, asked.user_id) < s.auto_percent * 100
  ORDER BY user_id, slug;
 
--- name: lock_active_segments_by_slug
--- FOR SHARE makes a concurrent segment deletion wait for this change, and makes this change
--- see a segment deleted meanwhile as gone.
-SELECT segment_id, slug
-  FROM segments
- WHERE slug = ANY (%(slugs)s::text[]) AND deleted_at IS NULL
- ORDER BY segment_id
-   FOR SHARE;
-
 -- name: lock_user_memberships
 -- The expiry job locks the memberships it ends and skips locked ones, so a change of this user
 -- either makes the job skip them or waits for it and then reads a later change time.
@@ -63,33 +54,23 @@ SELECT segment_id
  ORDER BY segment_id
    FOR UPDATE;
 
+-- name: change_user_segments
+-- A change of a registered user's segments, all in one statement: migrations/0006 holds the
+-- function, its lock order and its refusals (SGU01 not registered, SG404 unknown slugs, SG422
+-- past expiries). In autocommit the statement is the whole transaction: one round trip.
+SELECT slug, added_at, expires_at
+  FROM change_user_segments(
+           %(user_id)s,
+           %(add_slugs)s::text[],
+           %(add_expires_at)s::timestamptz[],
+           %(add_ttl_seconds)s::bigint[],
+           %(remove_slugs)s::text[],
+           %(notify)s::text[]);
+
 -- name: settle_expired_user_memberships
--- Ends the memberships whose time ran out, recorded at their expiry time, before any other
--- change of this user so that the history reads the same whenever the expiry job runs. An
--- expiry inside the segment's rollout range excludes the user from the rollout, dated at the
--- expiry, as a removal by hand does (README "Expiry (TTL)"); every settling query does the same.
--- A deleted segment's members leave at its deletion (segments.sql: remove_leaving_members), so
--- only expiries before it are expiries.
-WITH expired AS (
-    DELETE FROM memberships m
-     USING segments s
-     WHERE m.user_id = %(user_id)s
-       AND m.expires_at <= %(at)s
-       AND s.segment_id = m.segment_id
-       AND (s.deleted_at IS NULL OR m.expires_at <= s.deleted_at)
- RETURNING m.user_id, m.segment_id, m.expires_at
-),
-excluded AS (
-    INSERT INTO auto_exclusions (segment_id, user_id, excluded_at)
-    SELECT segment_id, user_id, expires_at
-      FROM expired JOIN segments s USING (segment_id)
-     WHERE segment_bucket(s.slug, user_id) < s.auto_percent * 100
-        ON CONFLICT (segment_id, user_id) DO NOTHING
-)
-INSERT INTO membership_history (user_id, segment_id, operation, reason, at)
-SELECT user_id, segment_id, 'removed', 'expired', expires_at
-  FROM expired
- ORDER BY expires_at, segment_id;
+-- Ends the user's memberships expired by then, at their expiry time (migrations/0006 holds the
+-- function, which change_user_segments runs too).
+SELECT settle_expired_user_memberships(%(user_id)s, %(at)s);
 
 -- name: settle_expired_segment_memberships
 -- As settle_expired_user_memberships. The exclusion's foreign key locks each user (KEY SHARE):
@@ -121,60 +102,6 @@ INSERT INTO membership_history (user_id, segment_id, operation, reason, at)
 SELECT user_id, segment_id, 'removed', 'expired', expires_at
   FROM expired
  ORDER BY expires_at, user_id;
-
--- name: add_user_memberships
--- Existing memberships keep added_at and take the requested expiry, and become manual (a person
--- now manages them, so rollouts leave them alone); new ones get a history row. expires_at wins
--- over ttl_seconds; both null means permanent. Adding by hand lifts an exclusion from rollouts.
-WITH requested AS (
-    SELECT segment_id,
-           coalesce(expires_at, %(at)s + ttl_seconds * interval '1 second') AS expires_at
-      FROM unnest(%(segment_ids)s::bigint[],
-                  %(expires_at)s::timestamptz[],
-                  %(ttl_seconds)s::bigint[]) AS r (segment_id, expires_at, ttl_seconds)
-),
-renewed AS (
-    UPDATE memberships m
-       SET expires_at = requested.expires_at, source = 'manual'
-      FROM requested
-     WHERE m.user_id = %(user_id)s AND m.segment_id = requested.segment_id
- RETURNING m.segment_id
-),
-inserted AS (
-    INSERT INTO memberships (user_id, segment_id, added_at, expires_at)
-    SELECT %(user_id)s, segment_id, %(at)s, expires_at
-      FROM requested
-     WHERE segment_id NOT IN (SELECT segment_id FROM renewed)
-     ORDER BY segment_id
-        ON CONFLICT (user_id, segment_id) DO NOTHING
- RETURNING user_id, segment_id
-),
-included AS (
-    DELETE FROM auto_exclusions
-     WHERE user_id = %(user_id)s AND segment_id IN (SELECT segment_id FROM requested)
-)
-INSERT INTO membership_history (user_id, segment_id, operation, reason, at)
-SELECT user_id, segment_id, 'added', 'manual', %(at)s
-  FROM inserted
- ORDER BY segment_id;
-
--- name: remove_user_memberships
--- A removal by hand also keeps rollouts from putting the user back into the segment.
-WITH removed AS (
-    DELETE FROM memberships
-     WHERE user_id = %(user_id)s AND segment_id = ANY (%(segment_ids)s::bigint[])
- RETURNING user_id, segment_id
-),
-excluded AS (
-    INSERT INTO auto_exclusions (segment_id, user_id, excluded_at)
-    SELECT segment_id, user_id, %(at)s
-      FROM removed
-        ON CONFLICT (segment_id, user_id) DO NOTHING
-)
-INSERT INTO membership_history (user_id, segment_id, operation, reason, at)
-SELECT user_id, segment_id, 'removed', 'manual', %(at)s
-  FROM removed
- ORDER BY segment_id;
 
 -- name: remove_all_user_memberships
 -- A membership of a segment deleted meanwhile (its members still leaving) ends at the deletion,

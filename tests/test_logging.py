@@ -3,6 +3,7 @@
 import io
 import json
 import logging
+import os
 import re
 import uuid
 from collections.abc import Iterator
@@ -11,7 +12,7 @@ from urllib.parse import quote
 import pytest
 
 from segsvc.config import Config
-from segsvc.request_log import build_handler
+from segsvc.request_log import _new_request_id, build_handler
 
 GENERATED_ID = re.compile(r"[0-9a-f]{32}")
 
@@ -111,6 +112,25 @@ def test_a_new_request_id_is_a_random_version_4_uuid(client):
         assert parsed.hex == request_id
         assert parsed.version == 4
         assert parsed.variant == uuid.RFC_4122
+
+
+def test_forked_workers_generate_different_request_ids():
+    """Ids come from `random`, which every forked process seeds afresh (gunicorn's workers are
+    forks of one master): a child's ids are not its parent's. No app here: a forked child must
+    not touch its parent's database connections."""
+    reader, writer = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover - the child's coverage is not collected
+        ids = ",".join(_new_request_id() for _ in range(20))
+        os.write(writer, ids.encode())
+        os._exit(0)
+    os.close(writer)
+    os.waitpid(child, 0)
+    with os.fdopen(reader) as pipe:
+        child_ids = set(pipe.read().split(","))
+    parent_ids = {_new_request_id() for _ in range(20)}
+    assert len(child_ids) == 20
+    assert not child_ids & parent_ids
 
 
 def test_an_unhandled_error_is_logged_once_with_its_traceback_and_its_request_id(

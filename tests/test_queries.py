@@ -6,7 +6,9 @@ import pytest
 
 from segsvc import queries
 
-QUERY_CALL = re.compile(r'(?:fetch_one|fetch_all|fetch_rows|execute)\(\s*[\w.()]+,\s*"(\w+)"')
+QUERY_CALL = re.compile(
+    r'(?:fetch_one|fetch_all|fetch_prepared|fetch_rows|execute)\(\s*[\w.()]+,\s*"(\w+)"'
+)
 
 
 def test_blocks_are_split_by_name_lines():

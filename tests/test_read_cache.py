@@ -10,11 +10,13 @@ import subprocess
 import time
 from collections.abc import Callable
 
+import psycopg2
+import pytest
 from prometheus_client import REGISTRY
 from serving import Launcher
 from support import change_segments, converge, create_segment, register
 
-from segsvc import change_listener, read_cache
+from segsvc import change_listener, db, read_cache
 
 READ_SECONDS = 2.0
 
@@ -153,6 +155,32 @@ def test_a_failed_change_invalidates_nothing(app):
     before = cache.stamp(8)
     assert change_segments(client, 8, add=["A", "MISSING"]).status_code == 404
     assert cache.stamp(8) == before
+
+
+def test_a_one_statement_change_invalidates_when_its_outcome_is_unknown(app, sql):
+    """A change made by one statement in autocommit sets the slots itself: not when the server
+    refused it (nothing changed), but when the connection dropped and it may have committed."""
+    cache = read_cache.cache_of(app)
+    pool = db.get_pool(app)
+    connection = pool.acquire()
+    try:
+        connection.autocommit = True
+        refused_before = cache.stamp(31)
+        with (
+            pytest.raises(psycopg2.errors.DivisionByZero),
+            read_cache.published_in_statement(connection, [31]),
+        ):
+            connection.cursor().execute("SELECT 1 / 0")
+        assert cache.stamp(31) == refused_before
+        dropped_before = cache.stamp(32)
+        with read_cache.published_in_statement(connection, [32]):
+            sql.execute("SELECT pg_terminate_backend(%s)", (connection.get_backend_pid(),))
+            with pytest.raises(psycopg2.OperationalError):
+                connection.cursor().execute("SELECT 1")
+        assert connection.closed
+        assert cache.stamp(32)[0] != dropped_before[0]
+    finally:
+        pool.release(connection)
 
 
 def test_another_instances_change_reaches_this_one_through_notifications(make_app):

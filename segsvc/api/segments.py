@@ -1,15 +1,22 @@
-"""/api/v1/segments: create, list, read and delete segments."""
+"""/api/v1/segments: create, list, read and delete segments, and change and export their
+members."""
 
-from flask import Blueprint, Response, url_for
+from collections.abc import Iterator
+from typing import Any
 
-from .. import schemas, segments
-from ..db import get_connection
+from flask import Blueprint, Response, current_app, url_for
+
+from .. import members, schemas, segments
+from ..db import get_connection, get_pool
 from ..openapi import operation
 from . import dump, load_body, load_path, load_query, no_content
+from .downloads import csv_download
 
 bp = Blueprint("segments", __name__, url_prefix="/api/v1/segments")
 
 TAG = "segments"
+# Members per page of a CSV export, as a history report's page of rows (about 300 KB).
+PAGE_ROWS = 5000
 
 
 @bp.post("")
@@ -105,3 +112,75 @@ def list_members(slug: str) -> Response:
         get_connection(), path["slug"], query.get("after", 0), query["limit"]
     )
     return dump(schemas.MembersSchema, {"members": members, "next_after": next_after})
+
+
+@bp.post("/<slug>/members")
+@operation(
+    "Add and remove many users of a segment at once, all or nothing",
+    tag=TAG,
+    body=schemas.SegmentMembersChangeSchema,
+    responses={
+        200: schemas.SegmentMembersChangedSchema,
+        400: None,
+        404: None,
+        413: None,
+        415: None,
+        422: None,
+    },
+    description=(
+        "Up to 10,000 distinct user ids in `add` and `remove` together. An `add` item is a user "
+        "id, or an object with `user_id` and at most one of `expires_at` (future) and "
+        "`ttl_seconds`. Each id changes as `PATCH /api/v1/users/{user_id}/segments` adding or "
+        "removing this segment would change it: ids not registered are registered (and join "
+        "the percentage segments that select them), an added member keeps `added_at` and takes "
+        "the expiry asked, a removal excludes the user from the segment's rollout, and every "
+        "real change has its history row (reason `manual`). A repeated id, an id out of range "
+        "or an expiry in the past is a 422 naming its index; nothing is applied."
+    ),
+)
+def change_members(slug: str) -> Response:
+    path = load_path(schemas.SegmentPathSchema, slug=slug)
+    request = load_body(schemas.SegmentMembersChangeSchema)
+    counts = members.change_segment_members(
+        get_connection(), path["slug"], request["add"], request["remove"]
+    )
+    return dump(schemas.SegmentMembersChangedSchema, counts)
+
+
+@bp.get("/<slug>/members.csv")
+@operation(
+    "Download every current member of a segment as CSV",
+    tag=TAG,
+    responses={200: None, 404: None, 422: None},
+    content_type="text/csv",
+    description=(
+        "Columns `user_id;added_at;expires_at;source`, with a header row, in user order; "
+        "expired memberships are left out, `expires_at` is empty for a permanent one. Streamed "
+        "a page of users at a time, each page read when the client has taken the one before: "
+        "a download that fails midway ends without the final chunk. Shares the "
+        "SEGSVC_REPORT_STREAMS_MAX slots of history reports; beyond them, 503 "
+        "`too_many_reports` with `Retry-After`."
+    ),
+)
+def export_members(slug: str) -> Response:
+    path = load_path(schemas.SegmentPathSchema, slug=slug)
+    pool = get_pool(current_app)
+
+    def open_pages() -> Iterator[list[tuple]]:
+        # The first page is read before the answer starts: an unknown segment is still a 404.
+        return (_csv_rows(page) for page in members.member_pages(pool, path["slug"], PAGE_ROWS))
+
+    return csv_download(members.EXPORT_HEADER, open_pages, f"segment-{path['slug']}-members.csv")
+
+
+def _csv_rows(page: list[dict[str, Any]]) -> list[tuple]:
+    """Times as the JSON API and the history report write them; no expiry is an empty cell."""
+    return [
+        (
+            member["user_id"],
+            schemas.format_timestamp(member["added_at"]),
+            "" if member["expires_at"] is None else schemas.format_timestamp(member["expires_at"]),
+            member["source"],
+        )
+        for member in page
+    ]

@@ -101,11 +101,12 @@ def _segments_bodies(user_ids: list[int]) -> list[bytes]:
     missing = [user_id for user_id, entry in found.items() if entry is None]
     if missing:
         stamps = [cache.stamp(user_id) for user_id in missing]
+        connection = get_connection(single_statement=True)
         started = time.monotonic()
         if len(missing) == 1:
-            rows = {missing[0]: memberships.user_segments(get_connection(), missing[0])}
+            rows = {missing[0]: memberships.user_segments(connection, missing[0])}
         else:
-            rows = memberships.users_segments(get_connection(), missing)
+            rows = memberships.users_segments(connection, missing)
         read = time.monotonic()
         for user_id, stamp in zip(missing, stamps, strict=True):
             found[user_id] = entry = _cached_read(user_id, rows[user_id], stamp, started, read)
@@ -182,6 +183,6 @@ def change_user_segments(user_id: str) -> Response:
     path = load_path(schemas.UserPathSchema, user_id=user_id)
     request = load_body(schemas.MembershipChangeSchema)
     found = memberships.change_user_segments(
-        get_connection(), path["user_id"], request["add"], request["remove"]
+        get_connection(single_statement=True), path["user_id"], request["add"], request["remove"]
     )
     return dump(schemas.UserSegmentsSchema, {"user_id": path["user_id"], "segments": found})
