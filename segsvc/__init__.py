@@ -5,7 +5,7 @@ from typing import Any
 
 from flask import Flask
 
-from . import auth, db, errors, metrics, read_cache, request_log
+from . import auth, db, errors, fast_reads, metrics, read_cache, request_log
 
 # Aliased: plain names would shadow the domain modules segsvc.segments, .users and .reports.
 from .api import docs as docs_api
@@ -51,4 +51,5 @@ def create_app(config: Config | None = None) -> Flask:
     ):
         app.register_blueprint(blueprint)
     app.extensions["segsvc.openapi"] = build_spec(app)
+    fast_reads.init_app(app)
     return app

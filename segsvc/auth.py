@@ -23,6 +23,7 @@ API_PREFIX = "/api/v1"
 READ = "read"
 WRITE = "write"
 _READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+CHECKER_KEY = "segsvc.token_checker"
 
 log = logging.getLogger(__name__)
 
@@ -90,8 +91,21 @@ def _authorize(checker: TokenChecker) -> None:
         raise Forbidden("This token has the read scope; this call needs a write token.")
 
 
+def may_read(app: Flask, environ: dict[str, Any]) -> bool:
+    """Whether a request with this environ may call a read route: the API is open, or it
+    presents a valid token (either scope). For a caller outside Flask's hooks (the cached read,
+    segsvc/fast_reads.py); anything else goes through `_authorize`, which words the refusal."""
+    checker: TokenChecker = app.extensions[CHECKER_KEY]
+    if not checker:
+        return True
+    scheme, _, token = environ.get("HTTP_AUTHORIZATION", "").strip().partition(" ")
+    token = token.strip()
+    return scheme.lower() == "bearer" and bool(token) and checker.scope_of(token) is not None
+
+
 def init_app(app: Flask) -> None:
     checker = TokenChecker(app.config["SEGSVC"].api_tokens)
+    app.extensions[CHECKER_KEY] = checker
     if not checker:
         # No hook at all: an open API pays nothing per request for its checks.
         log.warning(

@@ -126,16 +126,21 @@ def _request_series(method: str, route: str, status: int) -> tuple[Counter, Hist
 def _count_request(app: Flask, response: Response) -> Response:
     flask_request = request._get_current_object()  # type: ignore[attr-defined]
     rule = flask_request.url_rule
-    requests, durations = _request_series(
+    count_request(
         _method_label(app, flask_request.method),
         rule.rule if rule is not None else UNMATCHED_ROUTE,
         response.status_code,
+        request_log.request_started(),
     )
+    return response
+
+
+def count_request(method: str, route: str, status: int, started: float | None) -> None:
+    """One answered request, timed from `started` (`time.perf_counter()`) when known."""
+    requests, durations = _request_series(method, route, status)
     requests.inc()
-    started = request_log.request_started()
     if started is not None:
         durations.observe(time.perf_counter() - started)
-    return response
 
 
 def _database_figures() -> str:

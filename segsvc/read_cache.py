@@ -279,6 +279,20 @@ class ReadCache:
             self._misses.inc(misses)
         return found
 
+    def hit(self, user_id: int) -> CachedRead | None:
+        """The user's entry if it is current, counted as a hit; None, counted as nothing, when
+        it is not (the caller then asks `lookup`, which counts the miss or the bypass)."""
+        now = time.monotonic()
+        if not self.enabled or now >= self.listening_until:
+            return None
+        entry = self._entries.get(user_id)
+        if entry is None or now >= entry.valid_until:
+            return None
+        if not self.versions.is_current(user_id, entry.stamp):
+            return None
+        self._hits.inc()
+        return entry
+
     def stamp(self, user_id: int) -> tuple[int, int]:
         """Taken before the query whose answer is stored with it."""
         return self.versions.stamp(user_id)

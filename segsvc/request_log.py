@@ -159,9 +159,13 @@ def _start_request() -> None:
     # lookup, so the hooks of the hot path resolve each at most once.
     state = g._get_current_object()  # type: ignore[attr-defined]
     state.request_started = time.perf_counter()
-    environ = request._get_current_object().environ  # type: ignore[attr-defined]
+    state.request_id = request_id_of(request._get_current_object().environ)  # type: ignore[attr-defined]
+
+
+def request_id_of(environ: dict[str, Any]) -> str:
+    """The caller's `X-Request-ID` when it is sane, else a new one."""
     incoming = environ.get(_REQUEST_ID_ENVIRON_KEY, "")
-    state.request_id = incoming if _SANE_REQUEST_ID.fullmatch(incoming) else _new_request_id()
+    return incoming if _SANE_REQUEST_ID.fullmatch(incoming) else _new_request_id()
 
 
 def _new_request_id() -> str:
@@ -194,11 +198,30 @@ def _finish_request(response: Response) -> Response:
 def _log_access(
     flask_request: Request, response: Response, started: float | None, request_id: str | None
 ) -> None:
-    """Builds the record itself: `Logger.info` would first walk the stack for the caller's file
-    and line, which no format shows. The request id is given, so the filter looks up nothing."""
-    duration_ms = (time.perf_counter() - started) * 1000 if started is not None else 0.0
-    method, path, status = flask_request.method, flask_request.path, response.status_code
     rule = flask_request.url_rule
+    log_access(
+        flask_request.method,
+        rule.rule if rule is not None else None,
+        flask_request.path,
+        response.status_code,
+        (time.perf_counter() - started) * 1000 if started is not None else 0.0,
+        flask_request.environ.get(_USER_AGENT_ENVIRON_KEY) or None,
+        request_id,
+    )
+
+
+def log_access(
+    method: str,
+    route: str | None,
+    path: str,
+    status: int,
+    duration_ms: float,
+    user_agent: str | None,
+    request_id: str | None,
+) -> None:
+    """The access line of a request, at INFO. Builds the record itself: `Logger.info` would
+    first walk the stack for the caller's file and line, which no format shows. The request id
+    is given, so the filter looks up nothing."""
     record = access_log.makeRecord(
         access_log.name,
         logging.INFO,
@@ -211,11 +234,11 @@ def _log_access(
         {
             "request_id": request_id,
             "method": method,
-            "route": rule.rule if rule is not None else None,
+            "route": route,
             "path": path,
             "status": status,
             "duration_ms": round(duration_ms, 3),
-            "user_agent": flask_request.environ.get(_USER_AGENT_ENVIRON_KEY) or None,
+            "user_agent": user_agent,
         },
     )
     access_log.handle(record)

@@ -111,7 +111,7 @@ def _segments_bodies(user_ids: list[int]) -> list[bytes]:
         for user_id, stamp in zip(missing, stamps, strict=True):
             found[user_id] = entry = _cached_read(user_id, rows[user_id], stamp, started, read)
             cache.put(user_id, entry)
-    return [_render(user_id, found[user_id]) for user_id in user_ids]
+    return [render_entry(user_id, found[user_id]) for user_id in user_ids]
 
 
 def _cached_read(
@@ -127,7 +127,7 @@ def _cached_read(
     return read_cache.CachedRead(stamp, valid_until, body=body)
 
 
-def _render(user_id: int, entry: read_cache.CachedRead) -> bytes:
+def render_entry(user_id: int, entry: read_cache.CachedRead) -> bytes:
     if entry.body is not None:
         return entry.body
     slugs, read_at, read = entry.computed
