@@ -1,2 +1,2 @@
-DROP FUNCTION change_user_segments(bigint, text[], timestamptz[], bigint[], text[], text[]);
+DROP FUNCTION change_user_segments(bigint, text[], timestamptz[], bigint[], text[], text[], text, text);
 DROP FUNCTION settle_expired_user_memberships(bigint, timestamptz);

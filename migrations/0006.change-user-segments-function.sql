@@ -16,6 +16,7 @@
 -- time (DETAIL: their indexes in the adds, comma-separated). Returns the user's segments after
 -- the change.
 -- `notify` payloads go to the read caches' channel (segsvc/read_cache.py), delivered at commit.
+-- `actor` and `request_id` tag the transaction (segsvc/audit.py), as every change's are.
 
 -- Ends the user's memberships whose time ran out by `settled_at`, recorded at their expiry time,
 -- before any other change of the user, so that the history reads the same whenever the expiry
@@ -55,7 +56,9 @@ CREATE FUNCTION change_user_segments(
     add_expires_at timestamptz[],
     add_ttl_seconds bigint[],
     remove_slugs text[],
-    notify text[]
+    notify text[],
+    actor text,
+    request_id text
 ) RETURNS TABLE (slug text, added_at timestamptz, expires_at timestamptz)
     LANGUAGE plpgsql VOLATILE
 AS $$
@@ -65,6 +68,9 @@ DECLARE
     past text;
     changed_at timestamptz;
 BEGIN
+    -- Who changed it, and in which request: for the rows this writes (see migrations/0007).
+    PERFORM set_config('segsvc.actor', coalesce(actor, ''), true),
+            set_config('segsvc.request_id', coalesce(request_id, ''), true);
     PERFORM FROM users u WHERE u.user_id = changed_user_id FOR NO KEY UPDATE;
     IF NOT FOUND THEN
         RAISE EXCEPTION USING ERRCODE = 'SGU01',

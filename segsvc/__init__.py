@@ -5,11 +5,12 @@ from typing import Any
 
 from flask import Flask
 
-from . import auth, db, errors, fast_reads, metrics, read_cache, request_log
+from . import audit, auth, db, errors, fast_reads, metrics, read_cache, request_log
 
 # Aliased: plain names would shadow the domain modules segsvc.segments, .users and .reports.
 from .api import docs as docs_api
 from .api import downloads
+from .api import events as events_api
 from .api import health as health_api
 from .api import reports as reports_api
 from .api import segments as segments_api
@@ -41,9 +42,11 @@ def create_app(config: Config | None = None) -> Flask:
     db.init_app(app)
     errors.register_error_handlers(app)
     auth.init_app(app)
+    audit.init_app(app)
     downloads.init_app(app)
     for blueprint in (
         segments_api.bp,
+        events_api.bp,
         users_api.bp,
         reports_api.bp,
         health_api.bp,

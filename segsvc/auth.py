@@ -12,7 +12,7 @@ import logging
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
-from flask import Flask, current_app, request
+from flask import Flask, current_app, g, request
 
 from .config import ApiToken
 from .errors import Forbidden, Unauthorized
@@ -50,20 +50,20 @@ def _digest(token: bytes) -> bytes:
 
 
 class TokenChecker:
-    """Answers the scope of a presented token, or None when it is not a configured one."""
+    """Answers the configured token a presented one is, or None."""
 
     def __init__(self, tokens: Iterable[ApiToken]) -> None:
-        self._digests = [(_digest(token.token.encode("ascii")), token.scope) for token in tokens]
+        self._digests = [(_digest(token.token.encode("ascii")), token) for token in tokens]
 
     def __bool__(self) -> bool:
         return bool(self._digests)
 
-    def scope_of(self, presented: str) -> str | None:
+    def match(self, presented: str) -> ApiToken | None:
         presented_digest = _digest(presented.encode("utf-8", "replace"))
         matched = None
-        for digest, scope in self._digests:
+        for digest, token in self._digests:
             if hmac.compare_digest(digest, presented_digest):
-                matched = scope
+                matched = token
         return matched
 
 
@@ -82,13 +82,14 @@ def _authorize(checker: TokenChecker) -> None:
     if not is_protected(flask_request.path):
         return
     # What `request.headers.get("Authorization", "")` reads, without building the headers.
-    scope = checker.scope_of(_bearer_token(flask_request.environ.get("HTTP_AUTHORIZATION", "")))
-    if scope is None:
+    token = checker.match(_bearer_token(flask_request.environ.get("HTTP_AUTHORIZATION", "")))
+    if token is None:
         raise Unauthorized("The bearer token is not valid.")
     endpoint = flask_request.endpoint
     view = current_app.view_functions.get(endpoint) if endpoint else None
-    if scope == READ and required_scope(flask_request.method, view) == WRITE:
+    if token.scope == READ and required_scope(flask_request.method, view) == WRITE:
         raise Forbidden("This token has the read scope; this call needs a write token.")
+    g.actor = token.name
 
 
 def may_read(app: Flask, environ: dict[str, Any]) -> bool:
@@ -100,7 +101,7 @@ def may_read(app: Flask, environ: dict[str, Any]) -> bool:
         return True
     scheme, _, token = environ.get("HTTP_AUTHORIZATION", "").strip().partition(" ")
     token = token.strip()
-    return scheme.lower() == "bearer" and bool(token) and checker.scope_of(token) is not None
+    return scheme.lower() == "bearer" and bool(token) and checker.match(token) is not None
 
 
 def init_app(app: Flask) -> None:

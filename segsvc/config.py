@@ -4,6 +4,7 @@ Every variable is documented in the README's configuration table; a test keeps t
 """
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import NamedTuple
@@ -78,10 +79,17 @@ _API_TOKEN_SCOPES = {"read": "read", "reader": "read", "write": "write", "writer
 class ApiToken(NamedTuple):
     scope: str  # "read" or "write"
     token: str
+    name: str  # the actor its changes are recorded with
+
+
+# A token's name: what history rows and audit events show as the actor.
+_TOKEN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}")
 
 
 def parse_api_tokens(value: str) -> tuple[ApiToken, ...]:
-    """`SEGSVC_API_TOKENS`: a file of `scope:token` lines, or `scope:token` pairs by commas.
+    """`SEGSVC_API_TOKENS`: a file of `name:scope:token` lines, or such entries by commas.
+    An entry of the earlier `scope:token` form is named after its scope; so an entry whose
+    first part is a scope word is of that form, and a name may not be one.
 
     Errors name the entry, never its text: a token must not reach a log.
     """
@@ -101,29 +109,46 @@ def parse_api_tokens(value: str) -> tuple[ApiToken, ...]:
             if line.strip() and not line.strip().startswith("#")
         ]
         if not entries:
-            raise ConfigError(f"{name}: {value} has no `scope:token` lines")
+            raise ConfigError(f"{name}: {value} has no `name:scope:token` lines")
     else:
         entries = [
             (f"entry {number}", entry.strip())
             for number, entry in enumerate(value.split(","), start=1)
         ]
-    scopes: dict[str, str] = {}
+    tokens: dict[str, ApiToken] = {}
     for where, entry in entries:
-        scope, colon, token = (part.strip() for part in entry.partition(":"))
+        first, colon, rest = (part.strip() for part in entry.partition(":"))
         if not colon:
             raise ConfigError(
-                f"{name}: {where} is not `scope:token` (and the value is not an existing file)"
+                f"{name}: {where} is not `name:scope:token` (and the value is not an existing file)"
             )
+        if first.lower() in _API_TOKEN_SCOPES:
+            token_name, scope, token = _API_TOKEN_SCOPES[first.lower()], first, rest
+        else:
+            token_name = first
+            scope, colon, token = (part.strip() for part in rest.partition(":"))
+            if not colon:
+                raise ConfigError(
+                    f"{name}: {where} has an unknown scope (read or write) or is not"
+                    " `name:scope:token`"
+                )
+            if not _TOKEN_NAME.fullmatch(token_name):
+                raise ConfigError(
+                    f"{name}: {where} has a bad name: 1-64 of A-Z a-z 0-9 _ . @ -, first a"
+                    " letter or digit"
+                )
         if scope.lower() not in _API_TOKEN_SCOPES:
             raise ConfigError(f"{name}: {where} has an unknown scope; use read or write")
         if not token:
             raise ConfigError(f"{name}: {where} has an empty token")
         if not token.isascii() or not token.isprintable() or " " in token:
             raise ConfigError(f"{name}: {where} has a token that is not printable ASCII")
-        scope = _API_TOKEN_SCOPES[scope.lower()]
-        if scopes.setdefault(token, scope) != scope:
-            raise ConfigError(f"{name}: {where} repeats an earlier token with another scope")
-    return tuple(ApiToken(scope, token) for token, scope in scopes.items())
+        parsed = ApiToken(_API_TOKEN_SCOPES[scope.lower()], token, token_name)
+        if tokens.setdefault(token, parsed) != parsed:
+            raise ConfigError(
+                f"{name}: {where} repeats an earlier token with another scope or name"
+            )
+    return tuple(tokens.values())
 
 
 @dataclass(frozen=True)

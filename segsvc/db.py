@@ -18,7 +18,7 @@ from flask import Flask, Response, current_app, g, request
 from psycopg2 import extensions
 from psycopg2.extensions import connection as Connection
 
-from . import metrics, read_cache
+from . import audit, metrics, read_cache
 from .config import Config
 from .errors import DatabaseUnavailable, handle_database_error
 from .read_cache import ChangePublisher, TrackingConnection
@@ -31,12 +31,14 @@ log = logging.getLogger(__name__)
 
 class PooledConnection(TrackingConnection):
     """A pool's connection: it carries its transaction's changes for the read caches
-    (TrackingConnection) and the names of the statements it prepared (queries.fetch_prepared;
-    None when prepared statements are off)."""
+    (TrackingConnection), the names of the statements it prepared (queries.fetch_prepared;
+    None when prepared statements are off) and the tags of the request it serves."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.prepared_statements: set[str] | None = set()
+        # The actor and request id of the request that borrowed it (segsvc.audit).
+        self.audit_tags: tuple[str | None, str | None] = (None, None)
 
 
 class ConnectionPool:
@@ -100,6 +102,7 @@ class ConnectionPool:
                 )
                 if reusable:
                     connection.autocommit = False
+                    connection.audit_tags = (None, None)
                     self._publisher.discard(connection)
             except psycopg2.Error:
                 broken, reusable = True, False
@@ -202,6 +205,9 @@ def get_connection(single_statement: bool = False) -> Connection:
         connection = get_pool(current_app).acquire()
         connection.autocommit = single_statement or request.method in READ_ONLY_METHODS
         g.db_connection = connection
+        connection.audit_tags = audit.request_tags()
+        if not connection.autocommit:
+            audit.tag_transaction(connection)  # its rows record who made the change
     return g.db_connection
 
 

@@ -6,7 +6,7 @@ from typing import Any
 import psycopg2
 from psycopg2.extensions import connection as Connection
 
-from . import queries, read_cache, users
+from . import audit, queries, read_cache, users
 from .errors import InputInvalid, SegmentNotFound, listed
 
 
@@ -40,8 +40,11 @@ def change_user_segments(
     one round trip. A user not registered yet is registered first, by the rules of any
     registration, in a transaction that then runs the same statement.
     """
+    actor, request_id = getattr(connection, "audit_tags", (None, None))
     change = {
         "user_id": user_id,
+        "actor": actor,
+        "request_id": request_id,
         "add_slugs": [item["slug"] for item in add],
         "add_expires_at": [item.get("expires_at") for item in add],
         "add_ttl_seconds": [item.get("ttl_seconds") for item in add],
@@ -53,6 +56,7 @@ def change_user_segments(
                 return _run_change(connection, change, notify)
         except _NotRegistered:
             connection.autocommit = False
+            audit.tag_transaction(connection)
     users.lock_or_register_user(connection, user_id)
     read_cache.note_users(connection, [user_id])  # published at the transaction's commit
     return _run_change(connection, change, [])

@@ -273,6 +273,56 @@ class MembersSchema(Schema):
     )
 
 
+class EventsQuerySchema(Schema):
+    after = fields.Integer(
+        load_default=0,
+        validate=validate.Range(min=0, max=MAX_USER_ID),
+        metadata={"format": "int64", "description": "The `next_after` of the previous page."},
+    )
+    limit = fields.Integer(load_default=100, validate=validate.Range(min=1, max=1000))
+
+
+class SegmentEventSchema(Schema):
+    event_id = fields.Integer(required=True, metadata={"format": "int64"})
+    segment_id = fields.Integer(
+        required=True,
+        metadata={"format": "int64", "description": "Tells apart segments that had the slug."},
+    )
+    slug = fields.String(required=True)
+    kind = fields.String(
+        required=True,
+        metadata={
+            "enum": ["created", "description_changed", "percentage_changed", "deleted"],
+        },
+    )
+    before = fields.Dict(
+        allow_none=True,
+        required=True,
+        metadata={"description": "The fields that changed, before; null for `created`."},
+    )
+    after = fields.Dict(
+        allow_none=True,
+        required=True,
+        metadata={"description": "The fields that changed, after; null for `deleted`."},
+    )
+    actor = fields.String(
+        allow_none=True,
+        required=True,
+        metadata={"description": "The token's name, or the X-Actor header of an open API."},
+    )
+    request_id = fields.String(allow_none=True, required=True)
+    at = Timestamp(required=True)
+
+
+class SegmentEventsSchema(Schema):
+    events = fields.List(fields.Nested(SegmentEventSchema), required=True)
+    next_after = fields.Integer(
+        allow_none=True,
+        required=True,
+        metadata={"format": "int64", "description": "Pass as `after` for the next page."},
+    )
+
+
 class PathSchema(Schema):
     """The values of a route's path: `PathValue` fields only, no hooks. `api.load_path` calls
     their `parse` directly, which gives what `load` gives for a fraction of its cost."""

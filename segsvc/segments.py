@@ -60,6 +60,22 @@ def _with_rollout(row: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
+def segment_events(
+    connection: Connection, slug: str | None, after: int, limit: int
+) -> tuple[list[dict[str, Any]], int | None]:
+    """One page of audit events in order, of every segment that ever had `slug` (all segments'
+    when None), and the `after` of the next page (None when this is the last)."""
+    if slug is None:
+        events = queries.fetch_all(connection, "segment_events", after=after, limit=limit)
+    else:
+        if not queries.fetch_one(connection, "slug_ever_used", slug=slug)["used"]:
+            raise SegmentNotFound(f"No segment ever had the slug {slug!r}.", slug=slug)
+        events = queries.fetch_all(connection, "slug_events", slug=slug, after=after, limit=limit)
+    if len(events) > limit:
+        return events[:limit], events[limit - 1]["event_id"]
+    return events, None
+
+
 def segment_members(
     connection: Connection, slug: str, after: int, limit: int
 ) -> tuple[list[dict[str, Any]], int | None]:
@@ -82,15 +98,17 @@ def update_segment(connection: Connection, slug: str, changes: dict[str, Any]) -
     segment = _lock_active_segment(connection, slug, with_rollout="auto_percent" in changes)
     new_percent = changes.get("auto_percent", segment["auto_percent"])
     ramps = new_percent != segment["auto_percent"]
+    at = queries.change_time(connection)
     if ramps:
         # Under the old percentage: an expiry inside its range excludes the user from it.
-        _settle_expired(connection, segment["segment_id"], queries.change_time(connection))
+        _settle_expired(connection, segment["segment_id"], at)
     queries.execute(
         connection,
         "update_segment",
         segment_id=segment["segment_id"],
         auto_percent=new_percent,
         description=changes.get("description", segment["description"]),
+        at=at,
     )
     if ramps:
         read_cache.note_everyone(connection)  # unregistered ids read the percentage

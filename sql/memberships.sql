@@ -65,7 +65,9 @@ SELECT slug, added_at, expires_at
            %(add_expires_at)s::timestamptz[],
            %(add_ttl_seconds)s::bigint[],
            %(remove_slugs)s::text[],
-           %(notify)s::text[]);
+           %(notify)s::text[],
+           %(actor)s::text,
+           %(request_id)s::text);
 
 -- name: settle_expired_user_memberships
 -- Ends the user's memberships expired by then, at their expiry time (migrations/0006 holds the

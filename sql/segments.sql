@@ -2,10 +2,21 @@
 -- member_count counts memberships a read would return: expired ones are not counted.
 
 -- name: create_segment
-INSERT INTO segments (slug, description, auto_percent, created_at)
-VALUES (%(slug)s, %(description)s, %(auto_percent)s, now())
-ON CONFLICT (slug) WHERE deleted_at IS NULL DO NOTHING
-RETURNING segment_id, slug;
+-- With its `created` audit event (migrations/0007), when it was created.
+WITH created AS (
+    INSERT INTO segments (slug, description, auto_percent, created_at)
+    VALUES (%(slug)s, %(description)s, %(auto_percent)s, now())
+    ON CONFLICT (slug) WHERE deleted_at IS NULL DO NOTHING
+    RETURNING segment_id, slug, description, auto_percent, created_at
+),
+event AS (
+    INSERT INTO segment_events (segment_id, slug, kind, after, at)
+    SELECT segment_id, slug, 'created',
+           jsonb_build_object('description', description, 'auto_percent', auto_percent),
+           created_at
+      FROM created
+)
+SELECT segment_id, slug FROM created;
 
 -- name: find_segments
 -- All segments, or one slug; active only unless include_deleted. Ordered by slug, then age. A
@@ -89,16 +100,46 @@ UPDATE segments
 RETURNING segment_id;
 
 -- name: update_segment
-UPDATE segments
-   SET auto_percent = %(auto_percent)s,
-       description = %(description)s
- WHERE segment_id = %(segment_id)s;
+-- The caller holds the segment's row. One audit event per field that changed, with the values
+-- before and after.
+WITH previous AS (
+    SELECT segment_id, description, auto_percent FROM segments WHERE segment_id = %(segment_id)s
+),
+updated AS (
+    UPDATE segments s
+       SET auto_percent = %(auto_percent)s,
+           description = %(description)s
+      FROM previous p
+     WHERE s.segment_id = p.segment_id
+ RETURNING s.segment_id, s.slug, s.description, s.auto_percent,
+           p.description AS previous_description, p.auto_percent AS previous_percent
+)
+INSERT INTO segment_events (segment_id, slug, kind, before, after, at)
+SELECT segment_id, slug, 'description_changed',
+       jsonb_build_object('description', previous_description),
+       jsonb_build_object('description', description), %(at)s
+  FROM updated
+ WHERE description IS DISTINCT FROM previous_description
+ UNION ALL
+SELECT segment_id, slug, 'percentage_changed',
+       jsonb_build_object('auto_percent', previous_percent),
+       jsonb_build_object('auto_percent', auto_percent), %(at)s
+  FROM updated
+ WHERE auto_percent <> previous_percent;
 
 -- name: mark_segment_deleted
--- Gone from reads, listings and changes at once; its members leave in chunks afterwards.
-UPDATE segments
-   SET deleted_at = %(at)s
- WHERE segment_id = %(segment_id)s;
+-- Gone from reads, listings and changes at once; its members leave in chunks afterwards. Its
+-- `deleted` audit event keeps what it was.
+WITH deleted AS (
+    UPDATE segments
+       SET deleted_at = %(at)s
+     WHERE segment_id = %(segment_id)s
+ RETURNING segment_id, slug, description, auto_percent
+)
+INSERT INTO segment_events (segment_id, slug, kind, before, at)
+SELECT segment_id, slug, 'deleted',
+       jsonb_build_object('description', description, 'auto_percent', auto_percent), %(at)s
+  FROM deleted;
 
 -- name: active_segment_id
 SELECT segment_id

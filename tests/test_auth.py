@@ -238,7 +238,12 @@ def test_tokens_are_never_logged_nor_answered(secured_app, caplog):
 
 def test_tokens_are_read_by_scope_with_both_spellings():
     tokens = parse_api_tokens(" read:a1 , writer:b2,reader:c3,WRITE:d4 ")
-    assert sorted(tokens) == [("read", "a1"), ("read", "c3"), ("write", "b2"), ("write", "d4")]
+    assert sorted(tokens) == [
+        ("read", "a1", "read"),
+        ("read", "c3", "read"),
+        ("write", "b2", "write"),
+        ("write", "d4", "write"),
+    ]
 
 
 def test_unset_or_blank_tokens_leave_the_api_open():
@@ -250,16 +255,19 @@ def test_tokens_are_read_from_a_file_with_comments(tmp_path):
     path = tmp_path / "tokens"
     path.write_text(f"# reporting\nreader:{READ_TOKEN}\n\n  # deploys\n writer : {WRITE_TOKEN}\n")
     config = Config.from_environ({"DATABASE_URL": "x", "SEGSVC_API_TOKENS": str(path)})
-    assert sorted(config.api_tokens) == [("read", READ_TOKEN), ("write", WRITE_TOKEN)]
+    assert sorted(config.api_tokens) == [
+        ("read", READ_TOKEN, "read"),
+        ("write", WRITE_TOKEN, "write"),
+    ]
 
 
 @pytest.mark.parametrize(
     ("value", "message"),
     [
         (f"admin:{READ_TOKEN}", "entry 1 has an unknown scope"),
-        (f"read:{READ_TOKEN},{WRITE_TOKEN}", "entry 2 is not `scope:token`"),
+        (f"read:{READ_TOKEN},{WRITE_TOKEN}", "entry 2 is not `name:scope:token`"),
         (f"read:{READ_TOKEN},write:", "entry 2 has an empty token"),
-        (f"read:{READ_TOKEN},", "entry 2 is not `scope:token`"),
+        (f"read:{READ_TOKEN},", "entry 2 is not `name:scope:token`"),
         (f"read:{READ_TOKEN},write:{READ_TOKEN}", "entry 2 repeats an earlier token"),
         (f"read:{READ_TOKEN}\u00e9", "entry 1 has a token that is not printable ASCII"),
         (f"{READ_TOKEN}:{WRITE_TOKEN}", "entry 1 has an unknown scope"),
@@ -280,5 +288,5 @@ def test_bad_lines_of_a_token_file_are_named_by_line(tmp_path):
         Config.from_environ({"DATABASE_URL": "x", "SEGSVC_API_TOKENS": str(path)})
     assert WRITE_TOKEN not in str(raised.value)
     path.write_text("# nothing but comments\n")
-    with pytest.raises(ConfigError, match="has no `scope:token` lines"):
+    with pytest.raises(ConfigError, match="has no `name:scope:token` lines"):
         Config.from_environ({"DATABASE_URL": "x", "SEGSVC_API_TOKENS": str(path)})

@@ -16,6 +16,7 @@ def test_migrations_create_the_expected_tables(sql):
         ("membership_history",),
         ("memberships",),
         ("rollouts",),
+        ("segment_events",),
         ("segments",),
         ("users",),
     ]

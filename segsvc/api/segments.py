@@ -97,6 +97,28 @@ def update_segment(slug: str) -> Response:
     return dump(schemas.SegmentSchema, segment)
 
 
+@bp.get("/<slug>/events")
+@operation(
+    "Page through the audit events of every segment that ever had the slug",
+    tag=TAG,
+    query=schemas.EventsQuerySchema,
+    responses={200: schemas.SegmentEventsSchema, 404: None, 422: None},
+    description=(
+        "Created, description changed, percentage changed, deleted: one event each, with the "
+        "actor, the time, the request id and the values before and after, in order. Deleted "
+        "segments included (`segment_id` tells apart segments that had the slug). 404 when no "
+        "segment ever had it. Pass the answer's `next_after` as `after` for the next page."
+    ),
+)
+def list_segment_events(slug: str) -> Response:
+    path = load_path(schemas.SegmentPathSchema, slug=slug)
+    query = load_query(schemas.EventsQuerySchema)
+    events, next_after = segments.segment_events(
+        get_connection(), path["slug"], query["after"], query["limit"]
+    )
+    return dump(schemas.SegmentEventsSchema, {"events": events, "next_after": next_after})
+
+
 @bp.get("/<slug>/members")
 @operation(
     "Page through a segment's active members in user order",
