@@ -344,8 +344,21 @@ class UserIdsSchema(Schema):
         return data
 
 
+class UserIdList(fields.List):
+    """A list of user ids. One that holds only ids in range, as nearly every request's does, is
+    taken in one pass: marshmallow's load of each item was half of a 100-id lookup's time.
+    Anything else goes through that load, which words the errors."""
+
+    def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> list[Any]:
+        if type(value) is list and all(
+            type(item) is int and 1 <= item <= MAX_USER_ID for item in value
+        ):
+            return list(value)
+        return super()._deserialize(value, attr, data, **kwargs)
+
+
 def UserIds(max_ids: int, **metadata: Any) -> fields.List:
-    return fields.List(
+    return UserIdList(
         UserId(),
         required=True,
         validate=validate.Length(min=1),

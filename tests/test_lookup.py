@@ -3,9 +3,10 @@
 import dataclasses
 
 import pytest
+from marshmallow import ValidationError, fields
 from support import change_segments, create_segment, register
 
-from segsvc import create_app, db
+from segsvc import create_app, db, schemas
 from segsvc.config import parse_api_tokens
 
 LOOKUP = "/api/v1/users/segments/lookup"
@@ -88,3 +89,20 @@ def test_a_read_token_may_look_up(config):
         assert lookup(client, [1], Authorization="Bearer r3ad-token").status_code == 200
     finally:
         db.close_pools(app)
+
+
+@pytest.mark.parametrize(
+    "user_ids", [[1, 2, 3], [True, 2], [1.0], [0], [2**63], ["5"], [1, None], [[1]]]
+)
+def test_a_list_of_ids_loads_as_marshmallows_item_by_item_load_does(user_ids):
+    """UserIdList takes a list of ids in range in one pass; the result, or the errors, must be
+    what loading each item through the `UserId` field gives."""
+
+    def load(field):
+        try:
+            return field.deserialize(user_ids)
+        except ValidationError as error:
+            return error.messages
+
+    item_by_item = fields.List(schemas.UserId())
+    assert load(schemas.UserIds(1000)) == load(item_by_item)
