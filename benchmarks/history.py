@@ -33,7 +33,7 @@ def fill_history(database_url: str, rows: int) -> None:
             "INSERT INTO membership_history (user_id, segment_id, operation, reason, at)"
             " SELECT 1 + i %% 100000, 1 + i %% 50,"
             "        CASE WHEN (i / 100000) %% 2 = 0 THEN 'added' ELSE 'removed' END, 'manual',"
-            "        timestamptz '2023-08-01' + i * (interval '31 days' / %(rows)s)"
+            "        timestamptz '2023-08-01 00:00Z' + i * (interval '31 days' / %(rows)s)"
             "   FROM generate_series(0, %(rows)s - 1) AS i",
             {"rows": rows},
         )

@@ -35,6 +35,8 @@ def create_app(config: Config | None = None) -> Flask:
     app.config["SEGSVC"] = config
     app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
     app.json.sort_keys = False
+    # A doubled slash is a path no route has (a 404 problem), not a redirect with an HTML body.
+    app.url_map.merge_slashes = False
     request_log.configure_logging(config.log_level, config.log_format)
     request_log.init_app(app)
     metrics.init_app(app)

@@ -1,7 +1,9 @@
 """The one error contract: every error leaves the service as RFC 9457 problem+json.
 
 Domain code raises `ServiceError` subclasses; HTTP-level errors (unknown route, 405, 413, ...)
-and unexpected exceptions are translated here, so no view builds an error response itself.
+and unexpected exceptions are translated here, so no view builds an error response itself. The
+gunicorn worker answers what never reaches the app (segsvc.gunicorn_worker) with the same
+classes. Each class is one `code`, with one status and one title wherever it is answered.
 """
 
 import heapq
@@ -12,7 +14,8 @@ from typing import Any, ClassVar
 
 import psycopg2
 import psycopg2.errors
-from flask import Flask, Response
+from flask import Flask, Response, current_app
+from gunicorn.http.errors import ParseException
 from marshmallow import ValidationError
 from werkzeug.exceptions import HTTPException
 
@@ -40,12 +43,52 @@ class ServiceError(Exception):
         self.extra = extra
 
 
+class BadRequest(ServiceError):
+    status, code, title = 400, "bad_request", "Bad request"
+
+
 class MalformedJson(ServiceError):
     status, code, title = 400, "malformed_json", "Malformed JSON"
 
 
+class NotFound(ServiceError):
+    status, code, title = 404, "not_found", "Not found"
+
+
+class MethodNotAllowed(ServiceError):
+    status, code, title = 405, "method_not_allowed", "Method not allowed"
+
+
+class RequestTimeout(ServiceError):
+    status, code, title = 408, "request_timeout", "Request timeout"
+
+
+class PayloadTooLarge(ServiceError):
+    status, code, title = 413, "payload_too_large", "Payload too large"
+
+
+class UriTooLong(ServiceError):
+    status, code, title = 414, "uri_too_long", "URI too long"
+
+
 class UnsupportedMediaType(ServiceError):
     status, code, title = 415, "unsupported_media_type", "Unsupported media type"
+
+
+class RangeNotSatisfiable(ServiceError):
+    status, code, title = 416, "range_not_satisfiable", "Range not satisfiable"
+
+
+class ExpectationFailed(ServiceError):
+    status, code, title = 417, "expectation_failed", "Expectation failed"
+
+
+class HeaderFieldsTooLarge(ServiceError):
+    status, code, title = 431, "request_header_fields_too_large", "Request header fields too large"
+
+
+class TransferCodingNotImplemented(ServiceError):
+    status, code, title = 501, "not_implemented", "Not implemented"
 
 
 def listed(name: str, entries: Sequence[Any]) -> dict[str, Any]:
@@ -131,17 +174,23 @@ class Forbidden(ServiceError):
     status, code, title = 403, "forbidden", "Forbidden"
 
 
-# Werkzeug's HTTP errors that can reach a client, mapped to our stable codes.
-_HTTP_CODES = {
-    400: "bad_request",
-    404: "not_found",
-    405: "method_not_allowed",
-    413: "payload_too_large",
-    415: "unsupported_media_type",
+# Werkzeug's HTTP errors that can reach a client, by status.
+_HTTP_ERRORS: dict[int, type[ServiceError]] = {
+    error.status: error
+    for error in (
+        BadRequest,
+        NotFound,
+        MethodNotAllowed,
+        PayloadTooLarge,
+        UnsupportedMediaType,
+        RangeNotSatisfiable,
+    )
 }
 
 
-def problem_response(status: int, code: str, title: str, detail: str, **extra: Any) -> Response:
+def problem_body(
+    status: int, code: str, title: str, detail: str, request_id: str | None, **extra: Any
+) -> bytes:
     body = {
         "type": f"urn:segsvc:problem:{code}",
         "title": title,
@@ -150,12 +199,14 @@ def problem_response(status: int, code: str, title: str, detail: str, **extra: A
         "code": code,
         **extra,
     }
-    request_id = current_request_id()
     if request_id is not None:
         body["request_id"] = request_id
-    return Response(
-        json.dumps(body, separators=(",", ":")), status=status, mimetype=PROBLEM_MIMETYPE
-    )
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+def problem_response(status: int, code: str, title: str, detail: str, **extra: Any) -> Response:
+    body = problem_body(status, code, title, detail, current_request_id(), **extra)
+    return Response(body, status=status, mimetype=PROBLEM_MIMETYPE)
 
 
 def handle_service_error(error: ServiceError) -> Response:
@@ -164,22 +215,43 @@ def handle_service_error(error: ServiceError) -> Response:
     return response
 
 
+def size_in_words(size: int) -> str:
+    """`1 MiB` for 1048576, `1000 bytes` for 1000: a limit as a client reads it."""
+    for unit, factor in (("MiB", 1024 * 1024), ("KiB", 1024)):
+        if size % factor == 0:
+            return f"{size // factor} {unit}"
+    return f"{size} bytes"
+
+
 def handle_validation_error(error: ValidationError) -> Response:
     messages = error.messages if isinstance(error.messages, dict) else {"_schema": error.messages}
     return handle_service_error(InputInvalid(messages))
 
 
 def handle_http_exception(error: HTTPException) -> Response:
-    status = error.code or 500
-    response = problem_response(
-        status,
-        _HTTP_CODES.get(status, "http_error"),
-        error.name,
-        error.description or error.name,
-    )
-    if status == 405 and error.valid_methods:
-        response.headers["Allow"] = ", ".join(sorted(error.valid_methods))
+    """An HTTP error of werkzeug's, with its headers (`Allow`, `Content-Range`); one it was not
+    expected to raise is a bug, answered 500 and logged."""
+    problem_class = _HTTP_ERRORS.get(error.code or 500)
+    if problem_class is None:
+        return handle_unexpected_error(error)
+    if problem_class is PayloadTooLarge:
+        limit = size_in_words(current_app.config["MAX_CONTENT_LENGTH"])
+        detail = f"The request body is larger than {limit}."
+    else:
+        detail = error.description or error.name
+    response = handle_service_error(problem_class(detail))
+    for name, value in error.get_headers():
+        if name == "Allow":
+            response.headers[name] = ", ".join(sorted(error.valid_methods or ()))
+        elif name != "Content-Type":
+            response.headers[name] = value
     return response
+
+
+def handle_malformed_body(error: ParseException) -> Response:
+    """gunicorn raises these from `wsgi.input` while the app reads a chunked body."""
+    log.warning("malformed request body: %s", error)
+    return handle_service_error(BadRequest("The chunked request body is malformed."))
 
 
 def handle_database_error(error: psycopg2.OperationalError | psycopg2.InterfaceError) -> Response:
@@ -205,6 +277,7 @@ def register_error_handlers(app: Flask) -> None:
     app.register_error_handler(ServiceError, handle_service_error)
     app.register_error_handler(ValidationError, handle_validation_error)
     app.register_error_handler(HTTPException, handle_http_exception)
+    app.register_error_handler(ParseException, handle_malformed_body)
     app.register_error_handler(psycopg2.OperationalError, handle_database_error)
     app.register_error_handler(psycopg2.InterfaceError, handle_database_error)
     app.register_error_handler(psycopg2.errors.QueryCanceled, handle_statement_timeout)

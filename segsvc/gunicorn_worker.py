@@ -8,7 +8,8 @@ a thread gets the connection only once the request is whole (or known to be refu
 malformed). A request not whole within SEGSVC_REQUEST_READ_TIMEOUT_SECONDS is answered `408` and
 closed. A thread writes the response with SEGSVC_SEND_TIMEOUT_SECONDS on each write, so a client
 that stops reading frees its thread too; and connections are closed from the event loop without
-waiting on the client. HTTP/1.x only, as segsvc configures gunicorn.
+waiting on the client. What gunicorn's parser refuses is answered as a problem (segsvc.errors),
+not with gunicorn's HTML page. HTTP/1.x only, as segsvc configures gunicorn.
 """
 
 import contextlib
@@ -16,14 +17,27 @@ import selectors
 import socket
 import struct
 import time
+import uuid
 from collections import deque
 from enum import Enum
 from typing import Any
 
+from gunicorn.http import errors as http_errors
 from gunicorn.workers.gthread import TConn, ThreadWorker
 
 from .config import ServeConfig
-from .errors import PROBLEM_MIMETYPE, problem_response
+from .errors import (
+    PROBLEM_MIMETYPE,
+    BadRequest,
+    ExpectationFailed,
+    Forbidden,
+    HeaderFieldsTooLarge,
+    RequestTimeout,
+    ServiceError,
+    TransferCodingNotImplemented,
+    UriTooLong,
+    problem_body,
+)
 
 HEADER_END = b"\r\n\r\n"
 # Request line and headers together; nginx's default allowance (4 buffers of 8 KiB).
@@ -41,14 +55,23 @@ class RequestState(Enum):
     HEADERS_TOO_LARGE = "headers_too_large"
 
 
-def request_state(data: bytes | bytearray, max_body_bytes: int) -> RequestState:
+def request_state(
+    data: bytes | bytearray, max_body_bytes: int, max_request_line: int
+) -> RequestState:
     """Whether `data`, the bytes received so far on a connection, hold a whole HTTP/1.x request.
 
-    Lenient on purpose: anything malformed is READY, for gunicorn's parser to refuse with `400`;
-    a body over the limit is READY, for the app to refuse with `413` without reading it.
+    Lenient on purpose: anything malformed is READY, for gunicorn's parser to refuse with `400`
+    (a bare LF at once: the head would never end), and so is a request line longer than
+    `max_request_line` (gunicorn's `limit_request_line`, 0 for none), for it to refuse with
+    `414`; a body over the limit is READY, for the app to refuse with `413` without reading it.
     """
     header_end = data.find(HEADER_END)
     if header_end < 0:
+        line_end = data.find(b"\r\n")
+        if (line_end if line_end >= 0 else len(data) - 2) > max_request_line > 0:
+            return RequestState.READY
+        if data.count(b"\n") != data.count(b"\r\n"):
+            return RequestState.READY
         if len(data) > MAX_HEADER_BYTES:
             return RequestState.HEADERS_TOO_LARGE
         return RequestState.INCOMPLETE
@@ -110,14 +133,34 @@ def expects_continue(data: bytes | bytearray) -> bool:
     )
 
 
-def _problem_bytes(status: int, reason: str, code: str, detail: str) -> bytes:
-    """A whole HTTP response with a problem body, for errors answered before any request."""
-    body = problem_response(status, code, reason, detail).get_data()
+def problem_bytes(error: ServiceError, request_id: str) -> bytes:
+    """A whole HTTP response with a problem body, for errors answered outside the app."""
+    body = problem_body(error.status, error.code, error.title, error.detail, request_id)
     head = (
-        f"HTTP/1.1 {status} {reason}\r\nContent-Type: {PROBLEM_MIMETYPE}\r\n"
-        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+        f"HTTP/1.1 {error.status} {error.title}\r\nContent-Type: {PROBLEM_MIMETYPE}\r\n"
+        f"Content-Length: {len(body)}\r\nX-Request-ID: {request_id}\r\n"
+        "Connection: close\r\n\r\n"
     )
     return head.encode() + body
+
+
+_MALFORMED_LINE = (
+    http_errors.InvalidRequestLine,
+    http_errors.InvalidRequestMethod,
+    http_errors.InvalidHTTPVersion,
+)
+_MALFORMED_HEADER = (
+    http_errors.InvalidHeader,
+    http_errors.InvalidHeaderName,
+    http_errors.ObsoleteFolding,
+    http_errors.InvalidSchemeHeaders,
+)
+# gunicorn's faults, or the app's (a response header it may not send): answered 500.
+_SERVER_FAULTS = (
+    http_errors.InvalidResponseHeader,
+    http_errors.InvalidResponseHeaderName,
+    http_errors.ConfigurationProblem,
+)
 
 
 class BufferingThreadWorker(ThreadWorker):
@@ -173,15 +216,9 @@ class BufferingThreadWorker(ThreadWorker):
     def _advance(self, conn: TConn) -> bool:
         """Hands a whole request to a thread, or refuses oversized headers (True); or tells the
         client to send its body if it waits for that, and keeps reading (False)."""
-        state = request_state(conn.received, self.max_body_bytes)
+        state = request_state(conn.received, self.max_body_bytes, self.cfg.limit_request_line)
         if state is RequestState.HEADERS_TOO_LARGE:
-            self._refuse(
-                conn,
-                431,
-                "Request Header Fields Too Large",
-                "request_header_fields_too_large",
-                f"The request line and headers exceed {MAX_HEADER_BYTES} bytes.",
-            )
+            self._refuse(conn, self._headers_too_large())
             return True
         if state is RequestState.READY:
             self._stop_reading(conn)
@@ -216,18 +253,66 @@ class BufferingThreadWorker(ThreadWorker):
         for conn in [c for c in self.reading_conns if now >= c.read_deadline]:
             self._refuse(
                 conn,
-                408,
-                "Request Timeout",
-                "request_timeout",
-                f"The request did not arrive whole within {self.request_read_timeout} s.",
+                RequestTimeout(
+                    f"The request did not arrive whole within {self.request_read_timeout} s."
+                ),
             )
         while self.lingering_socks and self.lingering_socks[0][0] <= now:
             self._end_linger(self.lingering_socks.popleft()[1])
 
-    def _refuse(self, conn: TConn, status: int, reason: str, code: str, detail: str) -> None:
-        self.log.warning("closed a connection from %s: %s", conn.client, detail)
-        self._send_quietly(conn.sock, _problem_bytes(status, reason, code, detail))
+    def _refuse(self, conn: TConn, error: ServiceError) -> None:
+        self._answer(conn.sock, conn.client, error, error.detail)
         self._close(conn)
+
+    def _answer(self, sock: socket.socket, client: Any, error: ServiceError, reason: str) -> None:
+        """Sends the problem with an id of its own: no request was read to take one from."""
+        request_id = uuid.uuid4().hex
+        self.log.warning(
+            "closed a connection from %s: %s %s, request id %s: %s",
+            client,
+            error.status,
+            error.code,
+            request_id,
+            reason,
+        )
+        self._send_quietly(sock, problem_bytes(error, request_id))
+
+    def _headers_too_large(self) -> HeaderFieldsTooLarge:
+        return HeaderFieldsTooLarge(
+            f"The request has over {self.cfg.limit_request_fields} header fields, one over "
+            f"{self.cfg.limit_request_field_size} bytes, or a request line and headers over "
+            f"{MAX_HEADER_BYTES} bytes in all."
+        )
+
+    def handle_error(self, req: Any, client: socket.socket, addr: Any, exc: BaseException) -> None:
+        """What gunicorn answers with its HTML page, as a problem: the status it would give,
+        a stable code. The thread then returns and the event loop closes the connection."""
+        error = self._problem_for(exc)
+        if error.status >= 500:
+            self.log.exception("error handling a request from %s", addr, exc_info=exc)
+        self._answer(client, addr, error, str(exc))
+
+    def _problem_for(self, exc: BaseException) -> ServiceError:
+        """gunicorn's status for each of its parser's refusals (gunicorn.workers.base)."""
+        if isinstance(exc, _SERVER_FAULTS) or not isinstance(exc, http_errors.ParseException):
+            return ServiceError("The server failed to handle the request.")
+        if isinstance(exc, http_errors.LimitRequestLine):
+            return UriTooLong(
+                f"The request line is longer than {self.cfg.limit_request_line} bytes."
+            )
+        if isinstance(exc, http_errors.LimitRequestHeaders):
+            return self._headers_too_large()
+        if isinstance(exc, http_errors.ExpectationFailed):
+            return ExpectationFailed("The only expectation understood is `100-continue`.")
+        if isinstance(exc, http_errors.UnsupportedTransferCoding):
+            return TransferCodingNotImplemented("The only transfer coding understood is `chunked`.")
+        if isinstance(exc, http_errors.ForbiddenProxyRequest):
+            return Forbidden("This address may not send a PROXY protocol header.")
+        if isinstance(exc, _MALFORMED_LINE):
+            return BadRequest("The request line is not `<method> <target> HTTP/1.x`.")
+        if isinstance(exc, _MALFORMED_HEADER):
+            return BadRequest("A header field is malformed or not allowed.")
+        return BadRequest("The request is malformed.")
 
     @staticmethod
     def _send_quietly(sock: socket.socket, data: bytes) -> None:
@@ -285,6 +370,15 @@ class BufferingThreadWorker(ThreadWorker):
             conn.init()
             conn.parser.unreader.unread(buffered)
         return super().handle(conn)
+
+    def _keepalive_after(self, conn: TConn, keepalive: bool) -> bool:
+        """gunicorn drains a body the app left unread; one found malformed closes the connection
+        instead of getting a second answer after the one already sent."""
+        try:
+            return bool(super()._keepalive_after(conn, keepalive))
+        except http_errors.ParseException as error:
+            self.log.debug("closed a connection from %s: %s", conn.client, error)
+            return False
 
     def handle_request(self, req: Any, conn: TConn) -> bool:
         """Serves one request; a client that does not take the response in time is dropped."""

@@ -7,37 +7,24 @@ from dataclasses import dataclass
 from . import queries
 from .db import ConnectionPool, single_statement
 
-CSV_HEADER = ("user_id", "segment", "operation", "at", "reason")
+CSV_HEADER = ("user_id", "segment", "operation", "at", "reason", "segment_id", "actor")
 
 
 @dataclass(frozen=True)
-class ReportPeriod:
-    """Whole UTC months, both ends included."""
+class ReportFilter:
+    """Which rows: `start` <= at < `end` (instants; no `end`: up to the report's start), and,
+    when given, one user's and one slug's (every segment that ever had it)."""
 
-    from_year: int
-    from_month: int
-    to_year: int
-    to_month: int
-
-    def label(self) -> str:
-        first = f"{self.from_year:04d}-{self.from_month:02d}"
-        last = f"{self.to_year:04d}-{self.to_month:02d}"
-        return first if first == last else f"{first}_{last}"
-
-    def bounds(self) -> tuple[dt.datetime, dt.datetime]:
-        """The first instant of `from` and of the month after `to`, in UTC: computed here, so
-        that the database session's time zone cannot move them."""
-        start = dt.datetime(self.from_year, self.from_month, 1, tzinfo=dt.UTC)
-        following = self.to_year * 12 + self.to_month  # months since year 0, plus one
-        if following // 12 > dt.MAXYEAR:
-            return start, dt.datetime.max.replace(tzinfo=dt.UTC)
-        return start, dt.datetime(following // 12, following % 12 + 1, 1, tzinfo=dt.UTC)
+    start: dt.datetime
+    end: dt.datetime | None = None
+    user_id: int | None = None
+    slug: str | None = None
 
 
 def history_report(
-    pool: ConnectionPool, period: ReportPeriod, user_id: int | None, page_rows: int
+    pool: ConnectionPool, report: ReportFilter, page_rows: int
 ) -> Iterator[list[tuple]]:
-    """The period's history rows (user_id, slug, operation, at, reason) in time order, by page.
+    """The rows (user_id, slug, operation, at, reason, segment_id, actor) in time order, by page.
 
     Each page is one short statement on a connection borrowed for it alone: between pages the
     report holds no connection and no transaction, so a slow reader costs the database nothing
@@ -46,23 +33,45 @@ def history_report(
     """
     with single_statement(pool) as connection:
         as_of = queries.change_time(connection)
-    period_start, period_end = period.bounds()
-    after_at = after_id = None
-    while True:
-        with single_statement(pool) as connection:
+        segment_ids = None
+        if report.slug is not None:
+            rows = queries.fetch_rows(connection, "report_segment_ids", slug=report.slug)
+            segment_ids = [segment_id for (segment_id,) in rows]
+            if not segment_ids:
+                return
+    position = (None, None)
+    while position is not None:
+        page, position = _next_page(pool, report, as_of, segment_ids, position, page_rows)
+        if page:
+            yield page
+
+
+def _next_page(
+    pool: ConnectionPool,
+    report: ReportFilter,
+    as_of: dt.datetime,
+    segment_ids: list[int] | None,
+    after: tuple[dt.datetime | None, int | None],
+    page_rows: int,
+) -> tuple[list[tuple], tuple[dt.datetime, int] | None]:
+    """The page after position `after` (the last row's time in UTC and history id), and its own
+    position, None when it is the last. Its rows as fetched are dropped on return, so that a
+    report holds one page while the next is read."""
+    page = {
+        "period_start": report.start,
+        "period_end": report.end,
+        "as_of": as_of,
+        "after_at": after[0],
+        "after_id": after[1],
+        "user_id": report.user_id,
+        "page_rows": page_rows,
+    }
+    with single_statement(pool) as connection:
+        if segment_ids is None:
+            rows = queries.fetch_rows(connection, "history_report_page", **page)
+        else:
             rows = queries.fetch_rows(
-                connection,
-                "history_report_page",
-                period_start=period_start,
-                period_end=period_end,
-                as_of=as_of,
-                after_at=after_at,
-                after_id=after_id,
-                user_id=user_id,
-                page_rows=page_rows,
+                connection, "history_report_page_of_segments", segment_ids=segment_ids, **page
             )
-        if rows:
-            yield [row[:5] for row in rows]
-        if len(rows) < page_rows:
-            return
-        after_at, after_id = rows[-1][5], rows[-1][6]
+    position = (rows[-1][7], rows[-1][8]) if len(rows) == page_rows else None
+    return [row[:7] for row in rows], position

@@ -94,7 +94,10 @@ def _text_escape(match: re.Match[str]) -> str:
 
 
 class TextFormatter(logging.Formatter):
-    """Escapes the line itself; a traceback appended below it keeps its own line breaks."""
+    """Escapes the line itself; a traceback appended below it keeps its own line breaks. Times
+    are UTC, as every time segsvc writes, whatever the server's zone."""
+
+    converter = time.gmtime
 
     def __init__(self, fmt: str) -> None:
         super().__init__(fmt)

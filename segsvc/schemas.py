@@ -3,6 +3,7 @@
 import datetime as dt
 import re
 from collections import Counter
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, ClassVar
 
@@ -20,11 +21,43 @@ MAX_CHANGE_ITEMS = 1000
 MAX_REGISTERED_IDS = 10_000
 MAX_LOOKUP_IDS = 1_000
 MAX_MEMBER_IDS = 10_000
+MAX_PAGE_SIZE = 10_000
+
+
+# One wording per rule, wherever the value came from (a body, a path or a query string).
+def integer_rule(low: int, high: int) -> str:
+    return f"Must be an integer from {low} to {high}."
+
+
+USER_ID_RULE = integer_rule(1, MAX_USER_ID)
+SLUG_RULE = "Must be 1-64 characters of A-Z a-z 0-9 _ - ., starting with a letter or digit."
+PERCENT_RULE = "Must be a number from 0 to 100."
+YEARS_RULE = "Must be within years 1 to 9999 in UTC."
+CHANGE_ITEMS_RULE = f"Give 1 to {MAX_CHANGE_ITEMS} slugs in `add` and `remove` together."
+MEMBER_IDS_RULE = f"Give 1 to {MAX_MEMBER_IDS} user ids in `add` and `remove` together."
+
+
+def user_ids_rule(max_ids: int) -> str:
+    return f"Give 1 to {max_ids} user ids."
+
+
+def repeated_id(first_index: int, first_list: str | None = None) -> list[str]:
+    where = "" if first_list is None else f" of `{first_list}`"
+    return [f"Repeats the id at index {first_index}{where}."]
+
 
 _SLUG_REGEX = re.compile(SLUG_PATTERN)
 _DIGITS = re.compile(r"[0-9]{1,20}")
-MONTH_PATTERN = r"^[0-9]{4}-(0[1-9]|1[0-2])$"
-_MONTH = re.compile(MONTH_PATTERN)
+# A report's `from` and `to`: a month, a day, or an RFC 3339 timestamp (`T` and `Z` in either case).
+REPORT_TIME_PATTERN = (
+    r"^[0-9]{4}-[0-9]{2}(-[0-9]{2}([Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?"
+    r"([Zz]|[+-][0-9]{2}:[0-9]{2}))?)?$"
+)
+_REPORT_TIME = re.compile(  # REPORT_TIME_PATTERN, its parts named
+    r"(?P<year>[0-9]{4})-(?P<month>[0-9]{2})(-(?P<day>[0-9]{2})([Tt](?P<hour>[0-9]{2}):"
+    r"(?P<minute>[0-9]{2}):(?P<second>[0-9]{2})(\.(?P<fraction>[0-9]+))?"
+    r"([Zz]|(?P<offset_sign>[+-])(?P<offset_hours>[0-9]{2}):(?P<offset_minutes>[0-9]{2})))?)?"
+)
 _UNSTORABLE_CHARACTER = re.compile("[\x00\ud800-\udfff]")
 
 
@@ -73,26 +106,31 @@ class Timestamp(fields.DateTime):
         try:
             return parsed.astimezone(dt.UTC)
         except OverflowError:
-            raise ValidationError("Must be within years 1 to 9999 in UTC.") from None
+            raise ValidationError(YEARS_RULE) from None
 
 
 def Slug(**kwargs: Any) -> fields.String:
     return fields.String(
-        validate=FullMatch(
-            SLUG_PATTERN,
-            error="Must be 1-64 characters of A-Z a-z 0-9 _ - ., starting with a letter or digit.",
-        ),
+        validate=FullMatch(SLUG_PATTERN, error=SLUG_RULE),
+        error_messages={"invalid": SLUG_RULE},
         metadata={"example": "AVITO_VOICE_MESSAGES"},
         **kwargs,
     )
 
 
-def UserId(**kwargs: Any) -> fields.Integer:
+def BoundedInteger(low: int, high: int, **kwargs: Any) -> fields.Integer:
+    """An integer from `low` to `high`: a value of another type is told the same rule."""
+    rule = integer_rule(low, high)
     return fields.Integer(
-        strict=True,
-        validate=validate.Range(min=1, max=MAX_USER_ID),
-        metadata={"format": "int64", "example": 1000},
+        validate=validate.Range(min=low, max=high, error=rule),
+        error_messages={"invalid": rule},
         **kwargs,
+    )
+
+
+def UserId(**kwargs: Any) -> fields.Integer:
+    return BoundedInteger(
+        1, MAX_USER_ID, strict=True, metadata={"format": "int64", "example": 1000}, **kwargs
     )
 
 
@@ -108,14 +146,14 @@ class PathValue(fields.Field):
 
 
 class UserIdInPath(PathValue):
-    """A user id written in a URL path: decimal digits only, 1..2^63-1."""
+    """A user id written in a URL path or query: decimal digits only, 1..2^63-1."""
 
     def parse(self, value: Any) -> int:
         if not isinstance(value, str) or not _DIGITS.fullmatch(value):
-            raise ValidationError("Must be a positive integer.")
+            raise ValidationError(USER_ID_RULE)
         number = int(value)
         if not 1 <= number <= MAX_USER_ID:
-            raise ValidationError(f"Must be between 1 and {MAX_USER_ID}.")
+            raise ValidationError(USER_ID_RULE)
         return number
 
 
@@ -125,9 +163,10 @@ class AddItemSchema(Schema):
         validate=validate.Range(max=LATEST_EXPIRY, error="Must be before 9000-01-01."),
         metadata={"description": "When the membership ends; must be in the future."},
     )
-    ttl_seconds = fields.Integer(
+    ttl_seconds = BoundedInteger(
+        1,
+        MAX_TTL_SECONDS,
         strict=True,
-        validate=validate.Range(min=1, max=MAX_TTL_SECONDS),
         metadata={"description": "Membership lifetime in seconds from the change."},
     )
 
@@ -143,7 +182,7 @@ class AddItem(fields.Field):
     def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> dict[str, Any]:
         if isinstance(value, str):
             if not _SLUG_REGEX.fullmatch(value):
-                raise ValidationError("Not a valid slug.")
+                raise ValidationError(SLUG_RULE)
             return {"slug": value}
         if isinstance(value, dict):
             return AddItemSchema().load(value)
@@ -155,10 +194,10 @@ class Percent(fields.Field):
 
     def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> Decimal:
         if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ValidationError("Must be a number from 0 to 100.")
+            raise ValidationError(PERCENT_RULE)
         percent = Decimal(str(value))
         if not percent.is_finite() or not 0 <= percent <= 100:
-            raise ValidationError("Must be a number from 0 to 100.")
+            raise ValidationError(PERCENT_RULE)
         if percent != percent.quantize(Decimal("0.01")):
             raise ValidationError("Must have at most two decimals.")
         return percent.quantize(Decimal("0.01"))
@@ -254,7 +293,7 @@ class MembersQuerySchema(Schema):
     after = UserIdInPath(
         metadata={"type": "integer", "format": "int64", "minimum": 1, "maximum": MAX_USER_ID},
     )
-    limit = fields.Integer(load_default=1000, validate=validate.Range(min=1, max=10000))
+    limit = BoundedInteger(1, MAX_PAGE_SIZE, load_default=1000)
 
 
 class MemberSchema(Schema):
@@ -340,7 +379,7 @@ class UserIdsSchema(Schema):
     @pre_load
     def refuse_too_many_ids(self, data: Any, **kwargs: Any) -> Any:
         if _raw_length(data, "user_ids") > self.max_ids:
-            raise ValidationError(f"Give at most {self.max_ids} user ids.", field_name="user_ids")
+            raise ValidationError(user_ids_rule(self.max_ids), field_name="user_ids")
         return data
 
 
@@ -361,7 +400,7 @@ def UserIds(max_ids: int, **metadata: Any) -> fields.List:
     return UserIdList(
         UserId(),
         required=True,
-        validate=validate.Length(min=1),
+        validate=validate.Length(min=1, error=user_ids_rule(max_ids)),
         metadata={"maxItems": max_ids, **metadata},
     )
 
@@ -379,7 +418,7 @@ class LookupUsersSchema(UserIdsSchema):
     def ids_are_distinct(self, data: dict[str, Any], **kwargs: Any) -> None:
         first_index: dict[int, int] = {}
         repeated = {
-            index: [f"Repeats the id at index {first_index[user_id]}."]
+            index: repeated_id(first_index[user_id])
             for index, user_id in enumerate(data["user_ids"])
             if first_index.setdefault(user_id, index) != index
         }
@@ -420,9 +459,7 @@ class MembershipChangeSchema(Schema):
     @pre_load
     def refuse_too_many_items(self, data: Any, **kwargs: Any) -> Any:
         if _raw_length(data, "add") + _raw_length(data, "remove") > MAX_CHANGE_ITEMS:
-            raise ValidationError(
-                f"Give at most {MAX_CHANGE_ITEMS} slugs in `add` and `remove` together."
-            )
+            raise ValidationError(CHANGE_ITEMS_RULE)
         return data
 
     @validates_schema
@@ -430,7 +467,7 @@ class MembershipChangeSchema(Schema):
         added = [item["slug"] for item in data.get("add", [])]
         removed = data.get("remove", [])
         if not added and not removed:
-            raise ValidationError("Give at least one slug in `add` or `remove`.")
+            raise ValidationError(CHANGE_ITEMS_RULE)
         repeated = sorted(slug for slug, count in Counter(added + removed).items() if count > 1)
         if repeated:
             raise ValidationError(f"Each slug may appear once in `add` and `remove`: {repeated}.")
@@ -487,9 +524,7 @@ class SegmentMembersChangeSchema(Schema):
     @pre_load
     def refuse_too_many_ids(self, data: Any, **kwargs: Any) -> Any:
         if _raw_length(data, "add") + _raw_length(data, "remove") > MAX_MEMBER_IDS:
-            raise ValidationError(
-                f"Give at most {MAX_MEMBER_IDS} user ids in `add` and `remove` together."
-            )
+            raise ValidationError(MEMBER_IDS_RULE)
         return data
 
     @validates_schema
@@ -500,16 +535,15 @@ class SegmentMembersChangeSchema(Schema):
             "remove": data.get("remove", []),
         }
         if not lists["add"] and not lists["remove"]:
-            raise ValidationError("Give at least one user id in `add` or `remove`.")
+            raise ValidationError(MEMBER_IDS_RULE)
         first: dict[int, tuple[str, int]] = {}
         repeated: dict[str, dict[int, list[str]]] = {}
         for name, user_ids in lists.items():
             for index, user_id in enumerate(user_ids):
                 first_name, first_index = first.setdefault(user_id, (name, index))
                 if (first_name, first_index) != (name, index):
-                    where = "" if first_name == name else f" of `{first_name}`"
-                    message = f"Repeats the id at index {first_index}{where}."
-                    repeated.setdefault(name, {})[index] = [message]
+                    other_list = None if first_name == name else first_name
+                    repeated.setdefault(name, {})[index] = repeated_id(first_index, other_list)
         if repeated:
             raise ValidationError(repeated)
 
@@ -628,34 +662,115 @@ class HealthSchema(Schema):
     status = fields.String(required=True, metadata={"example": "ok"})
 
 
-class Month(fields.Field):
-    """A calendar month in UTC written `YYYY-MM`; loads as (year, month)."""
+@dataclass(frozen=True)
+class TimeSpan:
+    """What a report's `from` or `to` names, in UTC: a month or a day from its first instant up to
+    the first instant after it (`after`; None past year 9999), or an instant (`after` is `first`).
+    `text` is how a link writes it: as given, an instant in UTC."""
 
-    def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> tuple[int, int]:
-        if not isinstance(value, str) or not _MONTH.fullmatch(value):
-            raise ValidationError("Must be a month written YYYY-MM, e.g. 2023-08.")
-        year, month = int(value[:4]), int(value[5:])
-        if year < 1:
-            raise ValidationError("Must be year 0001 or later.")
-        return year, month
+    text: str
+    first: dt.datetime
+    after: dt.datetime | None
+    is_instant: bool
+
+
+def _report_instant(match: re.Match[str]) -> dt.datetime:
+    """The UTC instant of an RFC 3339 timestamp, rounded up to the microsecond PostgreSQL keeps:
+    exact for an inclusive `from` and an exclusive `to` alike."""
+    hours, minutes = int(match["offset_hours"] or 0), int(match["offset_minutes"] or 0)
+    offset = dt.timedelta(hours=hours, minutes=minutes)
+    fraction = match["fraction"] or ""
+    instant = dt.datetime(
+        *(int(match[part]) for part in ("year", "month", "day", "hour", "minute", "second")),
+        int(fraction[:6].ljust(6, "0")),
+        dt.timezone(-offset if match["offset_sign"] == "-" else offset),
+    )
+    if fraction[6:].strip("0"):
+        instant += dt.timedelta(microseconds=1)
+    return instant.astimezone(dt.UTC)
+
+
+class ReportTime(fields.Field):
+    """A report's `from` or `to`: a UTC month `YYYY-MM`, a UTC day `YYYY-MM-DD` or an RFC 3339
+    timestamp with an offset; loads as a `TimeSpan`. Computed here in UTC, so that no time zone,
+    the server's or the database session's, can move a bound."""
+
+    def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> TimeSpan:
+        match = _REPORT_TIME.fullmatch(value) if isinstance(value, str) else None
+        if match is None:
+            raise ValidationError(
+                "Must be a month (YYYY-MM) or a day (YYYY-MM-DD) in UTC, or an RFC 3339 "
+                "timestamp with an offset, e.g. 2023-08-14T09:30:00Z (in a URL, `+` is `%2B`)."
+            )
+        year, month = int(match["year"]), int(match["month"])
+        try:
+            if match["day"] is None:
+                first = dt.datetime(year, month, 1, tzinfo=dt.UTC)
+                following = year * 12 + month  # months since year 0, plus one
+                after = None
+                if following // 12 <= dt.MAXYEAR:
+                    after = dt.datetime(following // 12, following % 12 + 1, 1, tzinfo=dt.UTC)
+                return TimeSpan(value, first, after, is_instant=False)
+            if match["hour"] is None:
+                first = dt.datetime(year, month, int(match["day"]), tzinfo=dt.UTC)
+                after = None if first.date() == dt.date.max else first + dt.timedelta(days=1)
+                return TimeSpan(value, first, after, is_instant=False)
+            instant = _report_instant(match)
+        except OverflowError:
+            raise ValidationError(YEARS_RULE) from None
+        except ValueError:
+            raise ValidationError(
+                "Must be a date and time that exist (not 2023-02-30, nor 24:00)."
+            ) from None
+        return TimeSpan(format_timestamp(instant), instant, instant, is_instant=True)
 
 
 class ReportPeriodSchema(Schema):
-    """`from` and `to` are whole months, both included; `to` defaults to `from`."""
+    """Which rows a history report holds: a period and optional filters.
 
-    start = Month(
+    `from` counts from its first instant and `to` up to its end: a month or a day whole, an
+    instant excluded. Without `to`, a month or a day `from` ends with itself and an instant runs
+    up to the report's start. A period must hold some time."""
+
+    start = ReportTime(
         data_key="from",
         required=True,
-        metadata={"type": "string", "pattern": MONTH_PATTERN, "example": "2023-08"},
+        metadata={
+            "type": "string",
+            "pattern": REPORT_TIME_PATTERN,
+            "example": "2023-08",
+            "description": (
+                "The first month (`YYYY-MM`) or day (`YYYY-MM-DD`) in UTC, or the first instant "
+                "(RFC 3339 with an offset, e.g. `2023-08-14T09:30:00Z`), included."
+            ),
+        },
     )
-    end = Month(
-        data_key="to", metadata={"type": "string", "pattern": MONTH_PATTERN, "example": "2023-09"}
+    end = ReportTime(
+        data_key="to",
+        metadata={
+            "type": "string",
+            "pattern": REPORT_TIME_PATTERN,
+            "example": "2023-09",
+            "description": (
+                "The last month or day in UTC, included whole, or the instant the report ends "
+                "before, excluded. Default: a month or a day `from` itself; after an instant "
+                "`from`, the report's start."
+            ),
+        },
+    )
+    segment = Slug()
+    delimiter = fields.String(
+        load_default=";",
+        validate=validate.OneOf([";", ","], error="Must be `;` or `,`."),
+        metadata={"description": "The CSV's field separator."},
     )
 
     @validates_schema
-    def start_is_not_after_end(self, data: dict[str, Any], **kwargs: Any) -> None:
-        if "end" in data and data["end"] < data["start"]:
-            raise ValidationError("Must not be before `from`.", field_name="to")
+    def period_holds_some_time(self, data: dict[str, Any], **kwargs: Any) -> None:
+        if "start" in data and "end" in data:
+            end = data["end"].after
+            if end is not None and end <= data["start"].first:
+                raise ValidationError("Must end after `from` begins.", field_name="to")
 
 
 class HistoryReportQuerySchema(ReportPeriodSchema):

@@ -26,3 +26,10 @@ def test_no_view_hook_or_handler_is_async_so_flask_need_not_check(app):
     functions = list(registered)
     assert len(functions) > 20
     assert not [f for f in functions if inspect.iscoroutinefunction(inspect.unwrap(f))]
+
+
+def test_a_doubled_slash_is_a_404_problem_not_a_redirect(client):
+    response = client.get("/api/v1//segments")
+    assert response.status_code == 404
+    assert response.mimetype == "application/problem+json"
+    assert response.get_json()["code"] == "not_found"

@@ -231,6 +231,52 @@ def test_malformed_json_is_400(client, sql, stored, subtests):
                 assert row_counts(sql) == stored
 
 
+# A key given twice, at any depth: (method, url, body, the key named).
+REPEATED_KEYS = {
+    "top level": ("POST", SEGMENTS, b'{"slug": "A", "slug": "B"}', "slug"),
+    "spelled with an escape": ("POST", SEGMENTS, b'{"slug": "NEW", "\\u0073lug": "B"}', "slug"),
+    "same value twice": ("POST", USERS, b'{"user_ids": [2], "user_ids": [2]}', "user_ids"),
+    "in a list item": ("PATCH", CHANGE, b'{"add": [{"slug": "B", "slug": "A"}]}', "slug"),
+    "three levels down": (
+        "POST",
+        "/api/v1/segments/B/members",
+        b'{"add": [3, {"user_id": 4, "ttl_seconds": 5, "ttl_seconds": 6}]}',
+        "ttl_seconds",
+    ),
+    "in an object the schema refuses": (
+        "POST",
+        USERS,
+        b'{"user_ids": [2], "x": {"a": 1, "a": 1}}',
+        "a",
+    ),
+}
+
+
+def test_a_key_given_twice_in_an_object_is_400_malformed_json(client, sql, stored, subtests):
+    """Python would keep the last value, other parsers the first: neither is guessed."""
+    for kind, (method, url, raw, key) in REPEATED_KEYS.items():
+        with subtests.test(kind=kind):
+            body = assert_problem(send_json(client, method, url, raw), 400, "malformed_json")
+            assert body["detail"] == (
+                f'An object in the request body has the key "{key}" more than once.'
+            )
+            assert row_counts(sql) == stored
+
+
+def test_a_long_key_given_twice_is_named_shortened(client, stored):
+    key = "k" * 10_000
+    raw = json.dumps({"slug": "NEW"}).encode()[:-1] + f', "{key}": 1, "{key}": 2}}'.encode()
+    body = assert_problem(send_json(client, "POST", SEGMENTS, raw), 400, "malformed_json")
+    assert body["detail"] == (
+        f'An object in the request body has the key "{"k" * 64}..." more than once.'
+    )
+
+
+def test_equal_keys_in_different_objects_are_accepted(client, stored):
+    raw = b'{"add": [{"slug": "A", "ttl_seconds": 60}, {"slug": "B", "ttl_seconds": 60}]}'
+    assert send_json(client, "PATCH", CHANGE, raw).status_code == 200
+
+
 def test_number_too_long_to_parse_is_400_malformed_json(client, sql, stored):
     """CPython refuses to parse integers over 4300 digits; that refusal must not be a 500."""
     raw = b'{"user_ids": [' + b"9" * 5000 + b"]}"
@@ -350,6 +396,98 @@ def test_include_deleted_that_is_not_a_boolean_is_422(client, subtests):
 
 def test_unknown_query_parameter_is_422(client):
     assert_invalid(client.get(SEGMENTS, query_string={"limit": "10"}), "limit")
+
+
+# One wording per rule, wherever the value came from
+
+USER_ID_RULE = "Must be an integer from 1 to 9223372036854775807."
+SLUG_RULE = "Must be 1-64 characters of A-Z a-z 0-9 _ - ., starting with a letter or digit."
+# (method, url, body): each has one bad user id, at `path` in `errors`.
+BAD_USER_IDS = {
+    "path, out of range": ("GET", f"{USERS}/0", None, ["user_id"]),
+    "path, not digits": ("DELETE", f"{USERS}/1.5", None, ["user_id"]),
+    "query `after`": ("GET", f"{SEGMENTS}/A/members?after=0", None, ["after"]),
+    "query `user_id`": (
+        "GET",
+        "/api/v1/reports/history.csv?from=2023-08&user_id=x",
+        None,
+        ["user_id"],
+    ),
+    "registration, out of range": ("POST", USERS, {"user_ids": [2**63]}, ["user_ids", "0"]),
+    "registration, a string": ("POST", USERS, {"user_ids": [2, "3"]}, ["user_ids", "1"]),
+    "lookup, a float": ("POST", f"{USERS}/segments/lookup", {"user_ids": [1.5]}, ["user_ids", "0"]),
+    "report link": ("POST", "/api/v1/reports", {"from": "2023-08", "user_id": 0}, ["user_id"]),
+    "members, add": ("POST", f"{SEGMENTS}/A/members", {"add": [-1]}, ["add", "0"]),
+    "members, add object": (
+        "POST",
+        f"{SEGMENTS}/A/members",
+        {"add": [{"user_id": True}]},
+        ["add", "0", "user_id"],
+    ),
+    "members, remove": ("POST", f"{SEGMENTS}/A/members", {"remove": [0]}, ["remove", "0"]),
+}
+BAD_SLUGS_ANYWHERE = {
+    "body": ("POST", SEGMENTS, {"slug": "-A"}, ["slug"]),
+    "body, not a string": ("POST", SEGMENTS, {"slug": 7}, ["slug"]),
+    "path": ("GET", f"{SEGMENTS}/A%0A", None, ["slug"]),
+    "added as a string": ("PATCH", CHANGE, {"add": ["A" * 65]}, ["add", "0"]),
+    "added as an object": ("PATCH", CHANGE, {"add": [{"slug": "A b"}]}, ["add", "0", "slug"]),
+    "removed": ("PATCH", CHANGE, {"remove": [""]}, ["remove", "0"]),
+}
+
+
+def messages_at(errors: dict[str, Any], path: list[str]) -> Any:
+    for name in path:
+        errors = errors[name]
+    return errors
+
+
+@pytest.mark.parametrize(
+    ("cases", "rule"),
+    [(BAD_USER_IDS, USER_ID_RULE), (BAD_SLUGS_ANYWHERE, SLUG_RULE)],
+    ids=["user id", "slug"],
+)
+def test_a_rule_has_one_wording_wherever_the_value_came_from(client, stored, subtests, cases, rule):
+    for kind, (method, url, body, path) in cases.items():
+        with subtests.test(kind=kind):
+            errors = assert_invalid(client.open(url, method=method, json=body))
+            assert messages_at(errors, path) == [rule], errors
+
+
+def test_a_count_limit_has_one_wording_below_and_above(client, stored, subtests):
+    cases = {
+        "registration": (USERS, 10_000),
+        "lookup": (f"{USERS}/segments/lookup", 1000),
+    }
+    for kind, (url, max_ids) in cases.items():
+        for ids in ([], list(range(1, max_ids + 2))):
+            with subtests.test(kind=kind, ids=len(ids)):
+                errors = assert_invalid(client.post(url, json={"user_ids": ids}), "user_ids")
+                assert errors == {"user_ids": [f"Give 1 to {max_ids} user ids."]}
+    for body in ({}, {"add": [], "remove": []}, {"remove": [f"S{n}" for n in range(1001)]}):
+        with subtests.test(change=str(body)[:30]):
+            errors = assert_invalid(client.patch(CHANGE, json=body), "_schema")
+            assert errors == {"_schema": ["Give 1 to 1000 slugs in `add` and `remove` together."]}
+
+
+def test_an_integer_range_has_the_same_wording_for_every_integer(client, subtests):
+    cases = {
+        "page size": ("GET", f"{SEGMENTS}/A/members?limit=10001", None, ["limit"]),
+        "page size, not a number": ("GET", f"{SEGMENTS}/A/members?limit=many", None, ["limit"]),
+        "ttl_seconds": ("PATCH", CHANGE, add_item(ttl_seconds=0), ["add", "0", "ttl_seconds"]),
+        "ttl_seconds, a float": (
+            "PATCH",
+            CHANGE,
+            add_item(ttl_seconds=1.5),
+            ["add", "0", "ttl_seconds"],
+        ),
+    }
+    rules = {"limit": "Must be an integer from 1 to 10000."}
+    ttl_rule = f"Must be an integer from 1 to {MAX_TTL_SECONDS}."
+    for kind, (method, url, body, path) in cases.items():
+        with subtests.test(kind=kind):
+            errors = assert_invalid(client.open(url, method=method, json=body))
+            assert messages_at(errors, path) == [rules.get(path[-1], ttl_rule)]
 
 
 # Validation: users
@@ -587,7 +725,7 @@ def test_a_registration_of_over_10000_ids_is_refused_before_any_id_is_checked(cl
     for body in (raw, many):
         response = send_json(client, "POST", USERS, body)
         errors = assert_invalid(response, "user_ids")
-        assert errors == {"user_ids": ["Give at most 10000 user ids."]}
+        assert errors == {"user_ids": ["Give 1 to 10000 user ids."]}
         assert len(response.get_data()) < 1000
     assert row_counts(sql) == stored
 

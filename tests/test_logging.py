@@ -1,10 +1,12 @@
 """Structured logs and request ids: every line of a request carries its id, and so do errors."""
 
+import datetime as dt
 import io
 import json
 import logging
 import os
 import re
+import time
 import uuid
 from collections.abc import Iterator
 from urllib.parse import quote
@@ -231,3 +233,24 @@ def test_a_bad_log_format_stops_the_service():
 
     with pytest.raises(ConfigError, match="SEGSVC_LOG_FORMAT"):
         Config.from_environ({"DATABASE_URL": "x", "SEGSVC_LOG_FORMAT": "xml"})
+
+
+def test_text_lines_show_utc_whatever_the_servers_zone(monkeypatch):
+    monkeypatch.setenv("TZ", "Pacific/Kiritimati")  # UTC+14
+    time.tzset()
+    try:
+        stream = io.StringIO()
+        logger = logging.getLogger("segsvc.test_zone")
+        handler = build_handler("text", stream)
+        logger.addHandler(handler)
+        try:
+            created = time.time()
+            logger.warning("zone")
+        finally:
+            logger.removeHandler(handler)
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+    shown = dt.datetime.strptime(stream.getvalue()[:19], "%Y-%m-%d %H:%M:%S")
+    utc_now = dt.datetime.fromtimestamp(created, dt.UTC).replace(tzinfo=None)
+    assert abs((shown - utc_now).total_seconds()) < 2

@@ -213,6 +213,6 @@ def test_a_report_taken_while_a_chunk_holds_a_due_expiry_still_has_it(
         )
     finally:
         chunk.join(timeout=30)
-    _, slug, operation, at, reason = lines.splitlines()[-1].split(";")
+    _, slug, operation, at, reason, _, _ = lines.splitlines()[-1].split(";")
     assert (slug, operation, reason) == ("A", "removed", "expired")
     assert dt.datetime.fromisoformat(at.replace("Z", "+00:00")) == expires_at

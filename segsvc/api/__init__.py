@@ -21,9 +21,29 @@ def _reject_constant(name: str) -> float:
     raise ValueError(f"{name} is not valid JSON")
 
 
+def _reject_repeated_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """Python keeps the last of a key given twice in an object, where other parsers keep the
+    first or refuse: a client may have meant either value, so none is guessed."""
+    loaded = dict(pairs)
+    if len(loaded) == len(pairs):
+        return loaded
+    seen: set[str] = set()
+    for key, _ in pairs:
+        if key in seen:
+            break
+        seen.add(key)
+    shown = json.dumps(key if len(key) <= 64 else key[:64] + "...")
+    raise MalformedJson(f"An object in the request body has the key {shown} more than once.")
+
+
 def _parse_json(raw: bytes) -> Any:
+    """The body as JSON: UTF-8, no NaN or Infinity, no key twice in an object."""
     try:
-        return json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
+        return json.loads(
+            raw.decode("utf-8"),
+            parse_constant=_reject_constant,
+            object_pairs_hook=_reject_repeated_keys,
+        )
     except (ValueError, RecursionError):
         raise MalformedJson("The request body is not valid UTF-8 JSON.") from None
 

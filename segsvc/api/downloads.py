@@ -40,10 +40,12 @@ class StreamSlot:
             self._slots.release()
 
 
-def csv_download(header: tuple, open_pages: Callable[[], Pages], filename: str) -> Response:
+def csv_download(
+    header: tuple, open_pages: Callable[[], Pages], filename: str, delimiter: str = ";"
+) -> Response:
     """Claims a slot (else 503 `too_many_reports`), opens the pages and reads the first before
     answering, so that an error up to then is still a problem response; then streams them as
-    `;`-separated CSV under `header`."""
+    CSV under `header`, `;`-separated unless `delimiter` says otherwise."""
     slots: threading.BoundedSemaphore = current_app.extensions[STREAM_SLOTS_KEY]
     if not slots.acquire(blocking=False):
         limit = current_app.config["SEGSVC"].report_streams_max
@@ -56,7 +58,7 @@ def csv_download(header: tuple, open_pages: Callable[[], Pages], filename: str) 
         slot.release()
         raise
     response = Response(
-        _csv_chunks(header, pages, first, slot),
+        _csv_chunks(header, pages, first, slot, delimiter),
         mimetype="text/csv",
         headers={"Content-Disposition": f'attachment; filename="{filename}"'},
     )
@@ -65,11 +67,11 @@ def csv_download(header: tuple, open_pages: Callable[[], Pages], filename: str) 
 
 
 def _csv_chunks(
-    header: tuple, pages: Pages, first: list[tuple], slot: StreamSlot
+    header: tuple, pages: Pages, first: list[tuple], slot: StreamSlot, delimiter: str
 ) -> Iterator[bytes]:
     try:
         buffer = io.StringIO()
-        writer = csv.writer(buffer, delimiter=";", lineterminator="\n")
+        writer = csv.writer(buffer, delimiter=delimiter, lineterminator="\n")
         writer.writerow(header)
         writer.writerows(first)
         metrics.REPORT_ROWS_STREAMED.inc(len(first))
