@@ -11,7 +11,7 @@ from .. import memberships, read_cache, schemas, users
 from ..auth import allowed_for_read
 from ..db import get_connection
 from ..openapi import operation
-from . import dump, load_body, load_path, no_content
+from . import dump, json_response, load_body, load_path, no_content
 
 bp = Blueprint("users", __name__, url_prefix="/api/v1/users")
 
@@ -185,4 +185,6 @@ def change_user_segments(user_id: str) -> Response:
     found = memberships.change_user_segments(
         get_connection(single_statement=True), path["user_id"], request["add"], request["remove"]
     )
-    return dump(schemas.UserSegmentsSchema, {"user_id": path["user_id"], "segments": found})
+    # Built by hand as the read's answer is (UserSegmentsSchema's shape): marshmallow's dump
+    # was a third of the change's Python time.
+    return json_response(user_segments_body(path["user_id"], found))
