@@ -20,32 +20,34 @@ $(VENV)/.dev-installed: $(VENV)/.runtime-installed
 run: $(VENV)/.runtime-installed
 	$(BIN)/python -m segsvc.launcher
 
-# tests/test_proxy.py runs deploy/nginx.conf with nginx from Debian's packages.
+# tests/test_proxy.py runs deploy/nginx.conf with nginx, tests/test_readme.py the README's
+# examples with curl, both from Debian's packages.
 test: $(VENV)/.dev-installed
 	command -v nginx >/dev/null || test -x /usr/sbin/nginx || { apt-get update -qq && apt-get install -y -qq nginx; }
+	command -v curl >/dev/null || { apt-get update -qq && apt-get install -y -qq curl; }
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # The read and write paths against a bare Flask "ceiling", with wrk (installed from Debian's
-# packages when missing); see the README's performance section.
+# packages when missing); see docs/performance.md.
 bench: $(VENV)/.dev-installed
 	command -v wrk >/dev/null || apt-get install -y wrk
 	$(BIN)/python -m benchmarks.load
 
-# Figures for the report and expiry goals; see the README's performance section.
+# Figures for the report and expiry goals; see docs/performance.md.
 bench-history: $(VENV)/.dev-installed
 	$(BIN)/python -m benchmarks.history
 
-# Figures for the percentage rollout goals; see the README's performance section.
+# Figures for the percentage rollout goals; see docs/performance.md.
 bench-rollouts: $(VENV)/.dev-installed
 	$(BIN)/python -m benchmarks.rollouts
 
-# Figures for registrations under load with percentage segments; see the README's performance
-# section.
+# Figures for registrations under load with percentage segments; see
+# docs/performance.md.
 bench-registrations: $(VENV)/.dev-installed
 	$(BIN)/python -m benchmarks.registrations
 
 # Two instances under random load through a worker kill and a PostgreSQL restart, then checks of
-# answers, history and connections; exits non-zero on a violation. See the README's soak section.
+# answers, history and connections; exits non-zero on a violation. See docs/soak.md.
 soak: $(VENV)/.dev-installed
 	$(BIN)/python -m benchmarks.soak
 

@@ -485,7 +485,7 @@ def _slugs(connection: http.client.HTTPConnection, path: str) -> set[str]:
 
 
 def goals(results: dict) -> list[dict[str, object]]:
-    """Issue 11's goals (and the README's for PATCH), each a ratio from this one run."""
+    """Issue 11's goals (and docs/performance.md's for PATCH), each a ratio from this one run."""
     rows = []
     for distribution, apps in results["get"].items():
         cached, uncached = apps["segsvc"], apps["segsvc_cache_off"]

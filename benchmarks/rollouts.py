@@ -43,7 +43,7 @@ CONVERGENCE_TIMEOUT_SECONDS = 600.0
 REGISTRATION_BATCH = 100
 THREADS_PER_KIND = 2
 # Requests per second of each kind, all its threads together: a steady load well below what the
-# machine serves (see "Read and write paths" in the README), so latencies are not queueing.
+# machine serves (see "Read and write paths" in docs/performance.md), so latencies are not queueing.
 RATES = {
     f"register {REGISTRATION_BATCH} new ids": 5.0,
     "first change of a new user": 20.0,

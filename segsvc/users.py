@@ -9,7 +9,7 @@ from . import queries, read_cache, rollout
 from .errors import UserNotFound
 
 # Users registered and enrolled per statement: a statement's time grows with this and the number
-# of percentage segments, never with the batch (README: "Registrations under load").
+# of percentage segments, never with the batch (docs/performance.md: "Registrations under load").
 REGISTRATION_CHUNK = 1000
 
 
