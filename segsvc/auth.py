@@ -99,9 +99,11 @@ def may_read(app: Flask, environ: dict[str, Any]) -> bool:
     checker: TokenChecker = app.extensions[CHECKER_KEY]
     if not checker:
         return True
-    scheme, _, token = environ.get("HTTP_AUTHORIZATION", "").strip().partition(" ")
-    token = token.strip()
-    return scheme.lower() == "bearer" and bool(token) and checker.match(token) is not None
+    try:
+        presented = _bearer_token(environ.get("HTTP_AUTHORIZATION", ""))
+    except Unauthorized:
+        return False
+    return checker.match(presented) is not None
 
 
 def init_app(app: Flask) -> None:

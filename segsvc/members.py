@@ -6,9 +6,8 @@ from typing import Any
 
 from psycopg2.extensions import connection as Connection
 
-from . import queries, read_cache, segments, users
+from . import memberships, queries, read_cache, segments, users
 from .db import ConnectionPool, single_statement
-from .errors import InputInvalid, SegmentNotFound
 
 EXPORT_HEADER = ("user_id", "added_at", "expires_at", "source")
 
@@ -26,7 +25,7 @@ def change_segment_members(
     after all of them, so the history of each user and of the segment stays in time order.
     """
     if queries.fetch_one(connection, "active_segment_id", slug=slug) is None:
-        raise _segment_not_found(slug)  # before registering users for nothing
+        raise segments.not_found(slug)  # before registering users for nothing
     user_ids = _array(sorted({item["user_id"] for item in add}.union(remove)))
     registered = [
         row["user_id"]
@@ -35,7 +34,7 @@ def change_segment_members(
     users.enroll_registered(connection, registered)
     segment = queries.fetch_one(connection, "lock_segment_of_members", slug=slug)
     if segment is None:
-        raise _segment_not_found(slug)  # deleted meanwhile
+        raise segments.not_found(slug)  # deleted meanwhile
     queries.fetch_all(
         connection, "lock_segment_members", segment_id=segment["segment_id"], user_ids=user_ids
     )
@@ -75,17 +74,13 @@ def member_pages(pool: ConnectionPool, slug: str, page_rows: int) -> Iterator[li
 def _reject_past_expiries(add: Sequence[dict[str, Any]], at: Any) -> None:
     """Judged against the database clock, the one every stored time comes from, and named by
     index as a user's change names them."""
-    past = {
-        index: {"expires_at": ["Must be in the future."]}
+    past = [
+        index
         for index, item in enumerate(add)
         if item.get("expires_at") is not None and item["expires_at"] <= at
-    }
+    ]
     if past:
-        raise InputInvalid({"add": past})
-
-
-def _segment_not_found(slug: str) -> SegmentNotFound:
-    return SegmentNotFound(f"There is no active segment {slug!r}.", slug=slug)
+        raise memberships.past_expiries(past)
 
 
 def _array(values: Iterable[Any]) -> str:

@@ -79,12 +79,15 @@ def _run_change(
         if error.pgcode == "SG404":
             raise _segments_not_found(detail.split(" ")) from None
         if error.pgcode == "SG422":
-            past = {
-                int(index): {"expires_at": ["Must be in the future."]}
-                for index in detail.split(",")
-            }
-            raise InputInvalid({"add": past}) from None
+            raise past_expiries([int(index) for index in detail.split(",")]) from None
         raise
+
+
+def past_expiries(indexes: Sequence[int]) -> InputInvalid:
+    """The 422 of adds whose expiry is not after the change time, named by index in `add`."""
+    return InputInvalid(
+        {"add": {index: {"expires_at": ["Must be in the future."]} for index in indexes}}
+    )
 
 
 def _segments_not_found(unknown: list[str]) -> SegmentNotFound:

@@ -264,15 +264,8 @@ class ReadCache:
         if now >= self.listening_until:
             self._bypasses.inc(len(user_ids))
             return [None] * len(user_ids)
-        entries, is_current = self._entries, self.versions.is_current
-        found: list[CachedRead | None] = []
-        misses = 0
-        for user_id in user_ids:
-            entry = entries.get(user_id)
-            if entry is None or now >= entry.valid_until or not is_current(user_id, entry.stamp):
-                entry = None
-                misses += 1
-            found.append(entry)
+        found = [self._current(user_id, now) for user_id in user_ids]
+        misses = found.count(None)
         if misses < len(found):
             self._hits.inc(len(found) - misses)
         if misses:
@@ -285,13 +278,17 @@ class ReadCache:
         now = time.monotonic()
         if not self.enabled or now >= self.listening_until:
             return None
+        entry = self._current(user_id, now)
+        if entry is not None:
+            self._hits.inc()
+        return entry
+
+    def _current(self, user_id: int, now: float) -> CachedRead | None:
+        """The user's entry unless it is missing, past its earliest expiry or outdated."""
         entry = self._entries.get(user_id)
         if entry is None or now >= entry.valid_until:
             return None
-        if not self.versions.is_current(user_id, entry.stamp):
-            return None
-        self._hits.inc()
-        return entry
+        return entry if self.versions.is_current(user_id, entry.stamp) else None
 
     def stamp(self, user_id: int) -> tuple[int, int]:
         """Taken before the query whose answer is stored with it."""

@@ -29,6 +29,11 @@ def create_segment(
     return get_segment(connection, slug)
 
 
+def not_found(slug: str) -> SegmentNotFound:
+    """No active segment has the slug: every route's 404 for it."""
+    return SegmentNotFound(f"There is no active segment {slug!r}.", slug=slug)
+
+
 def list_segments(connection: Connection, include_deleted: bool) -> list[dict[str, Any]]:
     rows = queries.fetch_all(
         connection, "find_segments", include_deleted=include_deleted, slug=None
@@ -39,7 +44,7 @@ def list_segments(connection: Connection, include_deleted: bool) -> list[dict[st
 def get_segment(connection: Connection, slug: str) -> dict[str, Any]:
     segment = queries.fetch_one(connection, "find_segments", include_deleted=False, slug=slug)
     if segment is None:
-        raise SegmentNotFound(f"There is no active segment {slug!r}.", slug=slug)
+        raise not_found(slug)
     return _with_rollout(segment)
 
 
@@ -83,7 +88,7 @@ def segment_members(
     when this is the last)."""
     segment = queries.fetch_one(connection, "active_segment_id", slug=slug)
     if segment is None:
-        raise SegmentNotFound(f"There is no active segment {slug!r}.", slug=slug)
+        raise not_found(slug)
     members = queries.fetch_all(
         connection, "segment_members", segment_id=segment["segment_id"], after=after, limit=limit
     )
@@ -181,7 +186,7 @@ def _lock_active_segment(connection: Connection, slug: str, with_rollout: bool) 
     while True:
         found = queries.fetch_one(connection, "active_segment_id", slug=slug)
         if found is None:
-            raise SegmentNotFound(f"There is no active segment {slug!r}.", slug=slug)
+            raise not_found(slug)
         if with_rollout:
             rollout.lock_rollout(connection, found["segment_id"])
         segment = queries.fetch_one(
