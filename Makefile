@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip --disable-pip-version-check --quiet
 
-.PHONY: run test lint format constraints clean bench bench-history bench-rollouts bench-registrations soak
+.PHONY: run test lint format constraints clean bench bench-history bench-rollouts bench-registrations soak screenshot
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -21,10 +21,12 @@ run: $(VENV)/.runtime-installed
 	$(BIN)/python -m segsvc.launcher
 
 # tests/test_proxy.py runs deploy/nginx.conf with nginx, tests/test_readme.py the README's
-# examples with curl, both from Debian's packages.
+# examples with curl, tests/test_console_browser.py the web console in headless Chromium: all
+# from Debian's packages.
 test: $(VENV)/.dev-installed
 	command -v nginx >/dev/null || test -x /usr/sbin/nginx || { apt-get update -qq && apt-get install -y -qq nginx; }
 	command -v curl >/dev/null || { apt-get update -qq && apt-get install -y -qq curl; }
+	test -x /usr/bin/chromium && test -x /usr/bin/chromedriver || { apt-get update -qq && apt-get install -y -qq chromium chromium-driver; }
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # The read and write paths against a bare Flask "ceiling", with wrk (installed from Debian's
@@ -50,6 +52,11 @@ bench-registrations: $(VENV)/.dev-installed
 # answers, history and connections; exits non-zero on a violation. See docs/soak.md.
 soak: $(VENV)/.dev-installed
 	$(BIN)/python -m benchmarks.soak
+
+# docs/console-segment.png, the README's picture of the web console, in headless Chromium.
+screenshot: $(VENV)/.dev-installed
+	test -x /usr/bin/chromium && test -x /usr/bin/chromedriver || { apt-get update -qq && apt-get install -y -qq chromium chromium-driver; }
+	$(BIN)/python -m benchmarks.console_screenshot
 
 lint: $(VENV)/.dev-installed
 	$(BIN)/ruff check .

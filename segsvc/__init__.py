@@ -5,7 +5,7 @@ from typing import Any
 
 from flask import Flask
 
-from . import audit, auth, db, errors, fast_reads, metrics, read_cache, request_log
+from . import audit, auth, console, db, errors, fast_reads, metrics, read_cache, request_log
 
 # Aliased: plain names would shadow the domain modules segsvc.segments, .users and .reports.
 from .api import docs as docs_api
@@ -55,6 +55,7 @@ def create_app(config: Config | None = None) -> Flask:
         docs_api.bp,
     ):
         app.register_blueprint(blueprint)
+    console.init_app(app)
     app.extensions["segsvc.openapi"] = build_spec(app)
     fast_reads.init_app(app)
     return app

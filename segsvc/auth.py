@@ -49,6 +49,11 @@ def _digest(token: bytes) -> bytes:
     return hashlib.sha256(token).digest()
 
 
+def digest_of(presented: str) -> bytes:
+    """What a token is matched by: the web console's session keeps this, never the token."""
+    return _digest(presented.encode("utf-8", "replace"))
+
+
 class TokenChecker:
     """Answers the configured token a presented one is, or None."""
 
@@ -59,7 +64,10 @@ class TokenChecker:
         return bool(self._digests)
 
     def match(self, presented: str) -> ApiToken | None:
-        presented_digest = _digest(presented.encode("utf-8", "replace"))
+        return self.match_digest(digest_of(presented))
+
+    def match_digest(self, presented_digest: bytes) -> ApiToken | None:
+        """The configured token with this `digest_of`, or None."""
         matched = None
         for digest, token in self._digests:
             if hmac.compare_digest(digest, presented_digest):
@@ -96,7 +104,7 @@ def may_read(app: Flask, environ: dict[str, Any]) -> bool:
     """Whether a request with this environ may call a read route: the API is open, or it
     presents a valid token (either scope). For a caller outside Flask's hooks (the cached read,
     segsvc/fast_reads.py); anything else goes through `_authorize`, which words the refusal."""
-    checker: TokenChecker = app.extensions[CHECKER_KEY]
+    checker = token_checker(app)
     if not checker:
         return True
     try:
@@ -104,6 +112,10 @@ def may_read(app: Flask, environ: dict[str, Any]) -> bool:
     except Unauthorized:
         return False
     return checker.match(presented) is not None
+
+
+def token_checker(app: Flask) -> TokenChecker:
+    return app.extensions[CHECKER_KEY]
 
 
 def init_app(app: Flask) -> None:

@@ -151,6 +151,20 @@ def parse_api_tokens(value: str) -> tuple[ApiToken, ...]:
     return tuple(tokens.values())
 
 
+SECRET_KEY_MIN_CHARACTERS = 32
+
+
+def _secret_key(environ: Mapping[str, str]) -> str | None:
+    """A key short enough to guess would let anyone forge a console session."""
+    key = environ.get("SEGSVC_SECRET_KEY", "").strip()
+    if key and len(key) < SECRET_KEY_MIN_CHARACTERS:
+        raise ConfigError(
+            f"SEGSVC_SECRET_KEY must be at least {SECRET_KEY_MIN_CHARACTERS} characters, e.g. "
+            "the output of `python3 -c 'import secrets; print(secrets.token_urlsafe(32))'`"
+        )
+    return key or None
+
+
 @dataclass(frozen=True)
 class Config:
     database_url: str
@@ -176,6 +190,8 @@ class Config:
     metrics_token: str | None = field(default=None, repr=False)
     # Not in the repr, so that logging a Config cannot show a token.
     api_tokens: tuple[ApiToken, ...] = field(default=(), repr=False)
+    # Signs the web console's session cookies (segsvc/console); not in the repr either.
+    secret_key: str | None = field(default=None, repr=False)
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str] = os.environ) -> "Config":
@@ -224,6 +240,7 @@ class Config:
             ),
             metrics_token=environ.get("SEGSVC_METRICS_TOKEN", "").strip() or None,
             api_tokens=parse_api_tokens(environ.get("SEGSVC_API_TOKENS", "")),
+            secret_key=_secret_key(environ),
         )
 
 

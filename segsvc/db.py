@@ -211,6 +211,15 @@ def get_connection(single_statement: bool = False) -> Connection:
     return g.db_connection
 
 
+def roll_back_request() -> None:
+    """Ends the request's transaction here, with a rollback: what it changed is undone, and what
+    the request reads next (a page showing why a change failed) reads afresh. The request ends
+    in a rollback as well (an error status)."""
+    connection = g.get("db_connection")
+    if connection is not None and not connection.closed:
+        get_pool(current_app).rollback(connection)
+
+
 def _finish_transaction(response: Response) -> Response:
     """Commits a success, rolls back anything else. A commit that fails because the database went
     away is the 503 of any lost connection, not a 500 (errors raised here skip the handlers);

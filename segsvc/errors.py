@@ -9,7 +9,7 @@ classes. Each class is one `code`, with one status and one title wherever it is 
 import heapq
 import json
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar
 
 import psycopg2
@@ -174,6 +174,12 @@ class Forbidden(ServiceError):
     status, code, title = 403, "forbidden", "Forbidden"
 
 
+class FormNotTrusted(ServiceError):
+    """A web console form without the session's anti-forgery token (segsvc/console)."""
+
+    status, code, title = 403, "form_not_trusted", "Form not trusted"
+
+
 # Werkzeug's HTTP errors that can reach a client, by status.
 _HTTP_ERRORS: dict[int, type[ServiceError]] = {
     error.status: error
@@ -273,12 +279,30 @@ def handle_unexpected_error(error: Exception) -> Response:
     )
 
 
+# What each error becomes, by class: Flask and `problem_for` both take the most specific one.
+_HANDLERS: dict[type[BaseException], Callable[[Any], Response]] = {
+    ServiceError: handle_service_error,
+    ValidationError: handle_validation_error,
+    HTTPException: handle_http_exception,
+    ParseException: handle_malformed_body,
+    psycopg2.OperationalError: handle_database_error,
+    psycopg2.InterfaceError: handle_database_error,
+    psycopg2.errors.QueryCanceled: handle_statement_timeout,
+    Exception: handle_unexpected_error,
+}
+HANDLED_ERRORS = tuple(_HANDLERS)
+
+
+def problem_for(error: Exception) -> Response:
+    """The problem response the API answers `error` with, for a caller that shows it in
+    another form (the web console's pages)."""
+    for error_class in type(error).__mro__:
+        handler = _HANDLERS.get(error_class)
+        if handler is not None:
+            return handler(error)
+    return handle_unexpected_error(error)
+
+
 def register_error_handlers(app: Flask) -> None:
-    app.register_error_handler(ServiceError, handle_service_error)
-    app.register_error_handler(ValidationError, handle_validation_error)
-    app.register_error_handler(HTTPException, handle_http_exception)
-    app.register_error_handler(ParseException, handle_malformed_body)
-    app.register_error_handler(psycopg2.OperationalError, handle_database_error)
-    app.register_error_handler(psycopg2.InterfaceError, handle_database_error)
-    app.register_error_handler(psycopg2.errors.QueryCanceled, handle_statement_timeout)
-    app.register_error_handler(Exception, handle_unexpected_error)
+    for error_class, handler in _HANDLERS.items():
+        app.register_error_handler(error_class, handler)

@@ -1,6 +1,7 @@
 """Gunicorn settings, shared by `make run`, the Docker image and the benchmarks."""
 
 import os
+import secrets
 
 from segsvc.config import ServeConfig
 from segsvc.read_cache import VersionTable
@@ -8,6 +9,9 @@ from segsvc.read_cache import VersionTable
 _serve = ServeConfig.from_environ(os.environ)
 # Made here, in the master, before any worker forks: every worker of this instance shares it.
 _read_versions = VersionTable()
+# The web console's session key when SEGSVC_SECRET_KEY is unset: one per instance, made here so
+# that a session one worker signed is good on the others.
+_console_secret_key = secrets.token_urlsafe(32)
 
 bind = f"0.0.0.0:{_serve.port}"
 workers = _serve.workers
@@ -40,8 +44,10 @@ def post_worker_init(worker) -> None:
     """Each worker runs the background jobs on its own schedule (safe to run concurrently), and
     its read cache listens for other instances' changes."""
     from segsvc.change_listener import start_listening
+    from segsvc.console import share_secret_key
     from segsvc.scheduler import start_scheduler
 
+    share_secret_key(worker.wsgi, _console_secret_key)
     start_scheduler(worker.wsgi)
     start_listening(worker.wsgi, _read_versions)
 

@@ -27,6 +27,11 @@ def users_segments(
     return found
 
 
+def user_history(connection: Connection, user_id: int, limit: int) -> list[dict[str, Any]]:
+    """The user's `limit` latest joins and leaves, newest first."""
+    return queries.fetch_all(connection, "user_history", user_id=user_id, limit=limit)
+
+
 def change_user_segments(
     connection: Connection,
     user_id: int,

@@ -36,6 +36,14 @@ def bucket_limit(auto_percent: Decimal | float) -> int:
     return int(Decimal(str(auto_percent)) * 100)
 
 
+def expected_users_between(registered: int, percent: Decimal, other_percent: Decimal) -> int:
+    """How many of `registered` users a ramp between the two percentages is expected to reach:
+    buckets are uniform, so the share of buckets between them (exactly, it would take a bucket
+    of every registered user: seconds at a million)."""
+    low, high = sorted((bucket_limit(percent), bucket_limit(other_percent)))
+    return round(registered * (high - low) / BUCKETS)
+
+
 def enroll_new_users(connection: Connection, user_ids: Sequence[int], at: Any) -> None:
     """Puts users registered in this transaction into every percentage segment that selects them,
     at its current percentage. A rollout started meanwhile waits for this transaction to end

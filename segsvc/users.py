@@ -72,3 +72,7 @@ def delete_user(connection: Connection, user_id: int) -> None:
     queries.execute(connection, "settle_expired_user_memberships", user_id=user_id, at=at)
     queries.execute(connection, "remove_all_user_memberships", user_id=user_id, at=at)
     queries.execute(connection, "delete_user", user_id=user_id)
+
+
+def count_registered(connection: Connection) -> int:
+    return queries.fetch_one(connection, "count_registered_users")["users"]

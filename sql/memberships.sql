@@ -45,6 +45,16 @@ SELECT asked.user_id, s.slug, now(), NULL, now(), false
    AND segment_bucket(s.slug, asked.user_id) < s.auto_percent * 100
  ORDER BY user_id, slug;
 
+-- name: user_history
+-- A user's latest history rows, newest first: a backward scan of the (user_id, at, history_id)
+-- index. Times are timestamptz values, written out in UTC by the caller.
+SELECT s.slug, h.operation, h.at, h.reason, h.actor
+  FROM membership_history h
+  JOIN segments s ON s.segment_id = h.segment_id
+ WHERE h.user_id = %(user_id)s
+ ORDER BY h.at DESC, h.history_id DESC
+ LIMIT %(limit)s;
+
 -- name: lock_user_memberships
 -- The expiry job locks the memberships it ends and skips locked ones, so a change of this user
 -- either makes the job skip them or waits for it and then reads a later change time.

@@ -16,6 +16,11 @@ SELECT user_id, registered_at
   FROM users
  WHERE user_id = %(user_id)s;
 
+-- name: count_registered_users
+-- The web console's rollout progress: an index-only scan, run while a rollout converges.
+SELECT count(*) AS users
+  FROM users;
+
 -- name: lock_user_for_change
 -- Every change of a user's memberships holds this lock, so changes to one user are serialised.
 -- NO KEY UPDATE still lets rollouts take KEY SHARE locks on the user meanwhile.

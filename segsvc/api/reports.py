@@ -74,7 +74,11 @@ def _filename(request: dict[str, Any]) -> str:
     ),
 )
 def download_history() -> Response:
-    request = load_query(schemas.HistoryReportQuerySchema)
+    return history_csv(load_query(schemas.HistoryReportQuerySchema))
+
+
+def history_csv(request: dict[str, Any]) -> Response:
+    """The download of a loaded HistoryReportQuerySchema: the API's, and the web console's."""
     report = _report_filter(request)
     config = current_app.config["SEGSVC"]
     pool = get_pool(current_app)

@@ -185,14 +185,18 @@ def change_members(slug: str) -> Response:
     ),
 )
 def export_members(slug: str) -> Response:
-    path = load_path(schemas.SegmentPathSchema, slug=slug)
+    return members_csv(load_path(schemas.SegmentPathSchema, slug=slug)["slug"])
+
+
+def members_csv(slug: str) -> Response:
+    """The download of a segment's members: the API's, and the web console's."""
     pool = get_pool(current_app)
 
     def open_pages() -> Iterator[list[tuple]]:
         # The first page is read before the answer starts: an unknown segment is still a 404.
-        return (_csv_rows(page) for page in members.member_pages(pool, path["slug"], PAGE_ROWS))
+        return (_csv_rows(page) for page in members.member_pages(pool, slug, PAGE_ROWS))
 
-    return csv_download(members.EXPORT_HEADER, open_pages, f"segment-{path['slug']}-members.csv")
+    return csv_download(members.EXPORT_HEADER, open_pages, f"segment-{slug}-members.csv")
 
 
 def _csv_rows(page: list[dict[str, Any]]) -> list[tuple]:
