@@ -14,8 +14,14 @@ import pytest
 from support import change_segments, converge, create_segment, members, register, selected
 from test_errors import BAD_PATH_VALUES
 
-from segsvc.config import parse_api_tokens
-from segsvc.console import PREFIX, SECURITY_HEADERS, SESSION_COOKIE, STATIC_DIRECTORY
+from segsvc.config import Config, ConfigError, parse_api_tokens
+from segsvc.console import (
+    PREFIX,
+    SECURITY_HEADERS,
+    SESSION_COOKIE,
+    STATIC_DIRECTORY,
+    share_secret_key,
+)
 
 SLUG = "AVITO_VOICE_MESSAGES"
 OTHER = "AVITO_DISCOUNT_30"
@@ -1138,3 +1144,33 @@ def test_console_answers_send_the_security_headers_and_are_not_stored(client, st
             assert response.headers["X-Content-Type-Options"] == "nosniff"
             assert response.headers["Cache-Control"] == "no-store"
             assert "frame-ancestors 'none'" in response.headers["Content-Security-Policy"]
+
+
+def test_a_configured_secret_key_is_kept_and_a_missing_one_takes_the_instances(make_app):
+    configured = make_app(secret_key=SECRET_KEY)
+    unset = make_app()
+    instance_key = "the-key-the-gunicorn-master-made-for-all-workers"
+
+    share_secret_key(configured, instance_key)
+    share_secret_key(unset, instance_key)
+
+    assert configured.secret_key == SECRET_KEY
+    assert unset.secret_key == instance_key
+
+
+def test_a_secret_key_short_enough_to_guess_stops_the_start():
+    with pytest.raises(ConfigError, match="SEGSVC_SECRET_KEY must be at least 32 characters"):
+        Config.from_environ({"DATABASE_URL": "postgresql://x/y", "SEGSVC_SECRET_KEY": "short"})
+    environ = {"DATABASE_URL": "postgresql://x/y", "SEGSVC_SECRET_KEY": f" {SECRET_KEY} "}
+    assert Config.from_environ(environ).secret_key == SECRET_KEY
+    assert SECRET_KEY not in repr(Config.from_environ(environ))
+
+
+def test_a_missing_secret_key_is_warned_about_at_start(make_app, caplog):
+    make_app()
+    assert "SEGSVC_SECRET_KEY is not set: web console sessions last until the service restarts" in (
+        caplog.text
+    )
+    caplog.clear()
+    make_app(secret_key=SECRET_KEY)
+    assert "SEGSVC_SECRET_KEY" not in caplog.text

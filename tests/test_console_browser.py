@@ -1,5 +1,6 @@
 """The web console in a real browser: Debian's Chromium, headless, through selenium, against the
-service as `make run` serves it (gunicorn, two workers, the scheduler running).
+service as `make run` serves it (gunicorn, two workers, the scheduler running); and its sessions
+across that instance's workers.
 
 Each test drives the pages as an analyst would (typing, clicking, keyboard), then checks the
 database behind them. tests/test_console.py covers every route with Flask's client.
@@ -7,8 +8,12 @@ database behind them. tests/test_console.py covers every route with Flask's clie
 
 import csv
 import datetime as dt
+import http.cookiejar
 import http.server
+import re
 import threading
+import urllib.parse
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -341,3 +346,26 @@ def test_every_console_page_can_be_used_from_the_keyboard(serve, browser, sql):
     navigating(browser, lambda: percentage.send_keys(Keys.ENTER))
     assert notice(browser) == "Created KEYBOARD_ONLY."
     assert sql.value("SELECT slug FROM segments") == "KEYBOARD_ONLY"
+
+
+def test_a_session_signed_in_on_one_worker_is_good_on_every_worker(serve):
+    """Without SEGSVC_SECRET_KEY each instance makes one key, shared by its workers: a key per
+    worker would sign a session out whenever another worker answered."""
+    launcher = serve(SEGSVC_API_TOKENS=WRITE_TOKEN, SEGSVC_SECRET_KEY=None)
+    assert launcher.workers == 2
+    cookies = http.cookiejar.CookieJar()
+    opener = urllib.request.build_opener(
+        urllib.request.ProxyHandler({}), urllib.request.HTTPCookieProcessor(cookies)
+    )
+    with opener.open(page(launcher, "/ui/sign-in"), timeout=5) as response:
+        form_token = re.search(r'name="form_token" value="([^"]+)"', response.read().decode())[1]
+    fields = {"form_token": form_token, "token": WRITE_TOKEN.rsplit(":", 1)[1]}
+    with opener.open(
+        page(launcher, "/ui/sign-in"), urllib.parse.urlencode(fields).encode(), timeout=5
+    ) as response:
+        assert response.url == page(launcher, "/ui/segments")
+    # urllib opens a connection per request, which either worker may accept.
+    for _ in range(40):
+        with opener.open(page(launcher, "/ui/segments"), timeout=5) as response:
+            assert response.url == page(launcher, "/ui/segments")  # not sent to sign in
+            assert "Signed in as <strong>analysts</strong>" in response.read().decode()
