@@ -143,9 +143,8 @@ def sign_in() -> Any:
     token = checker.match(request.form.get("token", "").strip())
     if token is None:
         error = Unauthorized("That is not one of this service's API tokens.")
-        failed = pages.FailedForm.of("sign_in", error)
-        page = render_template("console/sign_in.html", next_page=next_page, failed=failed)
-        return page, error.status
+        failed, status = pages.refused("sign_in", error, request.form)
+        return render_template("console/sign_in.html", next_page=next_page, failed=failed), status
     session.clear()
     session[SESSION_TOKEN] = auth.digest_of(token.token).hex()
     session[SESSION_FORM_TOKEN] = secrets.token_urlsafe(32)  # a new session, a new form token

@@ -55,9 +55,18 @@ class FailedForm:
     problem: dict[str, Any]
     values: MultiDict = field(default_factory=MultiDict)
 
-    @classmethod
-    def of(cls, name: str, error: Exception) -> "FailedForm":
-        return cls(name, problem_details(error)[0], request.form.copy())
+
+# What a form's action may be refused with: the API's 4xx problems.
+REFUSALS = (errors.ServiceError, ValidationError)
+
+
+def refused(form: str, error: Exception, values: MultiDict) -> tuple[FailedForm, int]:
+    """The failed form of a refusal and its status; a server error (5xx) is raised again, for
+    the error page."""
+    problem, response = problem_details(error)
+    if response.status_code >= 500:
+        raise error
+    return FailedForm(form, problem, values.copy()), response.status_code
 
 
 def form_action(form: str, page: Callable[..., Any]) -> Callable[[View], View]:
@@ -71,13 +80,10 @@ def form_action(form: str, page: Callable[..., Any]) -> Callable[[View], View]:
         def run(**path: Any) -> Any:
             try:
                 return view(**path)
-            except (errors.ServiceError, ValidationError) as error:
-                problem, response = problem_details(error)
-                if response.status_code >= 500:
-                    raise
+            except REFUSALS as error:
+                failed, status = refused(form, error, request.form)
                 db.roll_back_request()
-                failed = FailedForm(form, problem, request.form.copy())
-                return page(**path, failed=failed), response.status_code
+                return page(**path, failed=failed), status
 
         return run  # type: ignore[return-value]
 

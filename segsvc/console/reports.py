@@ -5,14 +5,13 @@ import datetime as dt
 from typing import Any
 
 from flask import Blueprint, render_template, request
-from marshmallow import ValidationError
 
 from .. import schemas
 from ..api import load_data
 from ..api.reports import history_csv
-from ..errors import InputInvalid, ServiceError
+from ..errors import InputInvalid
 from ..openapi import hidden
-from .pages import FailedForm, problem_details, with_values
+from .pages import REFUSALS, FailedForm, refused, with_values
 
 bp = Blueprint("reports", __name__, url_prefix="/reports")
 
@@ -61,8 +60,6 @@ def download_history() -> Any:
     """The CSV, or the form again with what is wrong in it."""
     try:
         return history_csv(_report_query())
-    except (ValidationError, ServiceError) as error:
-        problem, response = problem_details(error)
-        if response.status_code >= 500:
-            raise
-        return _form_page(FailedForm("report", problem, request.args.copy())), response.status_code
+    except REFUSALS as error:
+        failed, status = refused("report", error, request.args)
+        return _form_page(failed), status

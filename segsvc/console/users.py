@@ -11,7 +11,7 @@ from ..api import load_data, load_path
 from ..db import get_connection
 from ..errors import InputInvalid, UserNotFound
 from ..openapi import hidden
-from .pages import FailedForm, form_action, problem_details, utc_instant, with_values
+from .pages import FailedForm, form_action, refused, utc_instant, with_values
 
 bp = Blueprint("users", __name__, url_prefix="/users")
 
@@ -32,8 +32,8 @@ def find_user() -> Any:
     try:
         user_id = _user_id(typed.strip())
     except ValidationError as error:
-        failed = FailedForm("find", problem_details(error)[0])
-        return render_template("console/users.html", failed=failed, typed=typed), 422
+        failed, status = refused("find", error, request.args)
+        return render_template("console/users.html", failed=failed, typed=typed), status
     return redirect(url_for("console.users.show_user", user_id=user_id))
 
 
