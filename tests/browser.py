@@ -7,13 +7,13 @@ from pathlib import Path
 from typing import Any
 
 from selenium import webdriver
-from selenium.common.exceptions import StaleElementReferenceException
+from selenium.common.exceptions import WebDriverException
 from selenium.webdriver.chrome.service import Service
-from selenium.webdriver.common.by import By
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
 WAIT_SECONDS = 20
+_OLD_PAGE_MARK = "segsvcPageBeforeAction"  # set on a page's window before leaving it
 
 
 def start_chromium(download_directory: Path, width: int = 1280, height: int = 1000) -> Any:
@@ -50,19 +50,20 @@ def wait_until(condition: Callable[[], Any], what: str, seconds: float = WAIT_SE
 
 
 def navigating(browser: Any, action: Callable[[], Any]) -> None:
-    """Runs `action` (a click, an Enter) and waits until the page it leads to has loaded."""
-    old_page = browser.find_element(By.TAG_NAME, "html")
+    """Runs `action` (a click, an Enter) and waits until the page it leads to has loaded.
+
+    The old page is marked on its `window`, which a new document does not share; asking the old
+    page's elements whether they are stale instead races its teardown (chromedriver then answers
+    "Node with given id does not belong to the document", not a stale-element error)."""
+    browser.execute_script(f"window.{_OLD_PAGE_MARK} = true")
     action()
-    wait_until(lambda: _is_gone(old_page), "the next page")
-    wait_until(
-        lambda: browser.execute_script("return document.readyState") == "complete",
-        "the next page to load",
-    )
+    wait_until(lambda: _next_page_loaded(browser), "the next page to load")
 
 
-def _is_gone(element: Any) -> bool:
+def _next_page_loaded(browser: Any) -> bool:
     try:
-        element.is_enabled()
-    except StaleElementReferenceException:
-        return True
-    return False
+        return browser.execute_script(
+            f"return !window.{_OLD_PAGE_MARK} && document.readyState === 'complete'"
+        )
+    except WebDriverException:  # a command that met the old document going away: not there yet
+        return False
