@@ -50,8 +50,15 @@ def _digest(token: bytes) -> bytes:
 
 
 def digest_of(presented: str) -> bytes:
-    """What a token is matched by: the web console's session keeps this, never the token."""
+    """What a token is matched by."""
     return _digest(presented.encode("utf-8", "replace"))
+
+
+def keyed_digest(key: bytes, token_digest: bytes) -> bytes:
+    """A token's digest keyed with a secret (HMAC-SHA-256): what the web console's session keeps
+    of its token. Unlike the plain digest, it tells nothing to whoever reads a copied cookie, not
+    even which short token it was made from."""
+    return hmac.new(key, token_digest, hashlib.sha256).digest()
 
 
 class TokenChecker:
@@ -71,6 +78,14 @@ class TokenChecker:
         matched = None
         for digest, token in self._digests:
             if hmac.compare_digest(digest, presented_digest):
+                matched = token
+        return matched
+
+    def match_keyed(self, key: bytes, presented: bytes) -> ApiToken | None:
+        """The configured token with this `keyed_digest` under `key`, or None."""
+        matched = None
+        for digest, token in self._digests:
+            if hmac.compare_digest(keyed_digest(key, digest), presented):
                 matched = token
         return matched
 

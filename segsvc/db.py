@@ -211,6 +211,15 @@ def get_connection(single_statement: bool = False) -> Connection:
     return g.db_connection
 
 
+def commit_request() -> None:
+    """Commits the request's transaction now, for a view that must know it held before it
+    answers (the web console tells of a change only once it is committed). A lost connection
+    raises here, inside the view, where the error handlers answer it."""
+    connection = g.get("db_connection")
+    if connection is not None and not connection.closed and not connection.autocommit:
+        get_pool(current_app).commit(connection)
+
+
 def roll_back_request() -> None:
     """Ends the request's transaction here, with a rollback: what it changed is undone, and what
     the request reads next (a page showing why a change failed) reads afresh. The request ends

@@ -4,6 +4,7 @@ sign-in with API tokens, read and write scopes, cookies and headers)."""
 
 import datetime as dt
 import hashlib
+import hmac
 import html
 import io
 import re
@@ -482,7 +483,28 @@ def test_confirming_the_percentage_a_segment_already_has_starts_no_rollout(clien
     assert "rollout has started" not in notice
 
 
-@pytest.mark.parametrize("typed", ["", "101", "-1", "0.001", "fifty"])
+def test_a_change_lost_with_the_database_at_its_commit_is_an_error_page_never_saved(
+    client, sql, stored
+):
+    """The database goes away while it commits (a deferred trigger ends the session's own
+    backend): the page says so, and no later page claims the change was saved."""
+    sql.execute(
+        """CREATE FUNCTION lose_the_connection() RETURNS trigger LANGUAGE plpgsql AS $$
+           BEGIN PERFORM pg_terminate_backend(pg_backend_pid()); PERFORM pg_sleep(5);
+           RETURN NULL; END $$;
+           CREATE CONSTRAINT TRIGGER lost_at_commit AFTER INSERT ON segment_events
+           DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION lose_the_connection();"""
+    )
+    response = submit(client, f"{SEGMENT_PAGE}/description", description="lost")
+    assert_problem_page(response, 503, "database_unavailable")
+    assert segment_row(sql) == ("Voice messages", 0)
+    assert NOTICES.findall(client.get(SEGMENT_PAGE).get_data(as_text=True)) == []
+
+
+# Python's int() would take the last three: the API's JSON number takes ASCII digits alone.
+@pytest.mark.parametrize(
+    "typed", ["", "101", "-1", "0.001", "fifty", "1_0", "\u0663", "\uff11\uff10"]
+)
 def test_a_bad_percentage_is_refused_without_a_preview(client, sql, stored, typed):
     response = submit(client, f"{SEGMENT_PAGE}/percentage", auto_percent=typed)
     assert "Percentage:" in assert_problem_page(response, 422, "validation_failed")
@@ -568,6 +590,22 @@ def test_a_refused_bulk_change_changes_nothing_and_keeps_what_was_typed(
     assert row_counts(sql) == stored
 
 
+def test_a_past_expiry_for_many_ids_is_refused_once_of_the_field(client, sql, stored):
+    """The form has one expiry: the page says it is wrong once, not once per pasted id."""
+    response = submit(
+        client,
+        f"{SEGMENT_PAGE}/members",
+        operation="add",
+        user_ids=" ".join(str(user_id) for user_id in range(1, 301)),
+        expires_at="2000-01-01T00:00",
+    )
+    text = assert_problem_page(response, 422, "validation_failed")
+    assert "Please correct: Expires at: Must be in the future. Nothing was changed." in text
+    assert "Item" not in text
+    assert "more." not in text
+    assert row_counts(sql) == stored
+
+
 def test_a_bulk_file_that_is_not_utf8_text_is_refused(client, sql, stored):
     response = client.post(
         f"{SEGMENT_PAGE}/members",
@@ -636,6 +674,18 @@ def test_rollout_progress_is_json_for_the_page_script(app, client, sql):
     }
 
 
+def test_only_the_scripts_address_answers_problems_as_json(client, stored):
+    """A slug may end in `.json`: its page's problems are pages like any other's."""
+    response = client.get("/ui/segments/gone.json")
+    assert_problem_page(response, 404, "segment_not_found")
+    create_segment(client, "config.json")
+    response = client.get("/ui/segments/config.json?members_after=x")
+    assert_problem_page(response, 422, "validation_failed")
+    response = client.get("/ui/segments/gone.json/rollout.json")
+    assert response.status_code == 404
+    assert response.mimetype == "application/problem+json"
+
+
 def test_members_csv_is_the_apis_export(client, stored):
     added = submit(client, f"{SEGMENT_PAGE}/members", operation="add", user_ids="3 2")
     assert added.status_code == 303
@@ -658,6 +708,7 @@ def test_deleting_needs_the_slug_typed_as_confirmation(client, sql, stored):
         response = submit(client, f"{SEGMENT_PAGE}/delete", confirm_slug=typed)
         text = assert_problem_page(response, 422, "validation_failed")
         assert f"Confirmation: Type the segment's slug, {SLUG}, to delete it." in text
+        assert f'name="confirm_slug" autocomplete="off" value="{typed}"' in response.text
         assert row_counts(sql) == stored
 
 
@@ -747,6 +798,24 @@ def test_removing_a_segment_from_a_user_records_it_in_history(client, sql, store
     text = page_text(client.get("/ui/users/1"))
     assert f"{SLUG} removed manual" in text
     assert "None." in text
+
+
+def test_a_refused_removal_is_shown_by_the_segments_not_in_the_add_form(client, sql, stored):
+    """A page older than the segment's deletion still offers its Remove button."""
+    create_segment(client, "GONE_SOON")
+    change_segments(client, 1, add=["GONE_SOON"])
+    client.delete("/api/v1/segments/GONE_SOON")
+    converge(client.application)
+    before = row_counts(sql)
+    response = submit(client, "/ui/users/1/segments", operation="remove", slug="GONE_SOON")
+    assert "GONE_SOON" in assert_problem_page(response, 404, "segment_not_found")
+    body = response.get_data(as_text=True)
+    segments_section = body[body.index('id="segments-heading"') : body.index('id="add-heading"')]
+    add_section = body[body.index('id="add-heading"') :]
+    assert 'class="problem"' in segments_section
+    assert 'class="problem"' not in add_section
+    assert 'id="slug" name="slug" list="active-slugs" required autocomplete="off" value=""' in body
+    assert row_counts(sql) == before
 
 
 def test_adding_an_unknown_segment_is_a_404_that_registers_no_one(client, sql, stored):
@@ -1064,6 +1133,90 @@ def test_signing_out_ends_the_session(secured_app):
     assert_problem_page(response, 401, "unauthorized")
 
 
+def test_a_copy_of_a_signed_out_sessions_cookie_is_worth_nothing(secured_app, sql):
+    """The cookie is signed, not stored: a copy taken before the sign-out (a shared machine, a
+    proxy's log) would still be good for 12 hours if the service did not remember the sign-out."""
+    alice = signed_in(secured_app, ALICE_TOKEN)
+    token, cookie = form_token(alice), session_cookie(alice)
+    assert submit(alice, "/ui/sign-out").status_code == 303
+    assert sql.value(
+        "SELECT kept_until - now() BETWEEN interval '11 hours 59 minutes' AND interval '12 hours'"
+        " FROM console_sign_outs"
+    )
+
+    copy = secured_app.test_client()
+    copy.set_cookie(SESSION_COOKIE, cookie, path=PREFIX)
+    response = copy.get("/ui/segments")
+    assert response.status_code == 302
+    assert urlsplit(response.headers["Location"]).path == "/ui/sign-in"
+    response = copy.post(
+        f"{SEGMENT_PAGE}/description", data={"form_token": token, "description": "replayed"}
+    )
+    assert_problem_page(response, 401, "unauthorized")
+    assert segment_row(sql) == (None, 0)
+    assert "Signed in as alice" in page_text(
+        signed_in(secured_app, ALICE_TOKEN).get("/ui/segments")
+    )
+
+
+def test_sign_outs_are_forgotten_once_every_cookie_of_their_session_has_expired(secured_app, sql):
+    sql.execute(
+        "INSERT INTO console_sign_outs VALUES (sha256('old'), now() - interval '1 second'),"
+        " (sha256('recent'), now() + interval '1 hour')"
+    )
+    assert submit(signed_in(secured_app, ALICE_TOKEN), "/ui/sign-out").status_code == 303
+    kept = sql.rows(
+        "SELECT CASE session_digest WHEN sha256('old') THEN 'old' WHEN sha256('recent')"
+        " THEN 'recent' ELSE 'this one' END FROM console_sign_outs ORDER BY 1"
+    )
+    assert kept == [("recent",), ("this one",)]
+
+
+def test_the_session_keeps_a_keyed_digest_of_its_token_never_the_token(secured_app):
+    """Anyone can read a signed cookie: a plain SHA-256 of a short token could be guessed."""
+    cookie = session_cookie(signed_in(secured_app, ALICE_TOKEN))
+    stored = secured_app.session_interface.get_signing_serializer(secured_app).loads(cookie)
+    plain_digest = hashlib.sha256(ALICE_TOKEN.encode()).hexdigest()
+    assert ALICE_TOKEN not in str(stored)
+    assert plain_digest not in str(stored)
+    assert stored["token_mark"] == (
+        hmac.new(SECRET_KEY.encode(), bytes.fromhex(plain_digest), "sha256").hexdigest()
+    )
+
+
+@pytest.mark.parametrize("sent", ["é", "ü" * 43, "\u2028", "x" * 5000])
+def test_a_form_token_in_any_characters_is_refused_as_untrusted(client, sql, stored, sent):
+    form_token(client)
+    response = client.post(f"{SEGMENT_PAGE}/description", data={"form_token": sent})
+    assert_problem_page(response, 403, "form_not_trusted")
+    response = client.post("/ui/sign-out", data={"form_token": sent})
+    assert_problem_page(response, 403, "form_not_trusted")
+    assert row_counts(sql) == stored
+
+
+def test_a_page_opened_from_another_sites_link_loads_itself_again_with_the_cookie(secured_app):
+    """A browser keeps a SameSite=Strict cookie back when another site's link opens a page: the
+    page must not ask a signed-in person to sign in, nor give them a new cookie for theirs."""
+    arriving = secured_app.test_client()
+    response = arriving.get(
+        "/ui/segments?q=voice",
+        headers={"Sec-Fetch-Site": "cross-site", "Sec-Fetch-Mode": "navigate"},
+    )
+    body = assert_page(response)
+    assert '<meta http-equiv="refresh" content="0">' in body
+    assert 'href="/ui/segments?q=voice"' in body
+    assert "Set-Cookie" not in response.headers
+    assert response.headers["Cache-Control"] == "no-store"
+    # Loaded again from itself, the page is the segments, or the sign-in of a browser without a
+    # session; a request of this site's own is answered as always.
+    for site in ("same-origin", "none"):
+        response = arriving.get("/ui/segments", headers={"Sec-Fetch-Site": site})
+        assert response.status_code == 302, site
+    alice = signed_in(secured_app, ALICE_TOKEN)
+    response = alice.get("/ui/segments", headers={"Sec-Fetch-Site": "cross-site"})
+    assert "Signed in as alice" in page_text(response)  # a browser that did send the cookie
+
+
 def test_a_session_whose_token_was_removed_is_signed_out(make_app, secured_app):
     """A restart with the same secret key keeps a session only while its token is configured."""
     alice = signed_in(secured_app, ALICE_TOKEN)
@@ -1084,9 +1237,15 @@ def test_a_session_whose_token_was_removed_is_signed_out(make_app, secured_app):
     assert_problem_page(response, 401, "unauthorized")
 
 
-def test_static_assets_need_no_session(secured_app):
+def test_static_assets_need_no_session_and_never_carry_one(secured_app):
     response = secured_app.test_client().get("/ui/static/console.js")
     assert response.status_code == 200
+    response.close()
+    # Caches may keep an asset for a year: one that set a session cookie would hand it out.
+    response = signed_in(secured_app, ALICE_TOKEN).get("/ui/static/console.css")
+    assert response.status_code == 200
+    assert "Set-Cookie" not in response.headers
+    assert "Cookie" not in response.headers.get("Vary", "")
     response.close()
 
 
@@ -1099,9 +1258,10 @@ def test_the_session_cookie_is_http_only_strict_and_kept_to_the_console(client, 
     assert attributes[0].startswith(f"{SESSION_COOKIE}=")
     assert {"HttpOnly", f"Path={PREFIX}", "SameSite=Strict"} <= set(attributes)
     assert "Secure" not in attributes
-    behind_https = make_app(public_url="https://segsvc.example").test_client()
-    (cookie,) = behind_https.get("/ui/segments").headers.getlist("Set-Cookie")
-    assert "Secure" in [part.strip() for part in cookie.split(";")]
+    for public_url in ("https://segsvc.example", "HTTPS://SEGSVC.EXAMPLE"):
+        behind_https = make_app(public_url=public_url).test_client()
+        (cookie,) = behind_https.get("/ui/segments").headers.getlist("Set-Cookie")
+        assert "Secure" in [part.strip() for part in cookie.split(";")], public_url
 
 
 def test_api_responses_never_set_a_cookie(app, client, stored):

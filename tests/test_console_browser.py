@@ -6,6 +6,7 @@ Each test drives the pages as an analyst would (typing, clicking, keyboard), the
 database behind them. tests/test_console.py covers every route with Flask's client.
 """
 
+import contextlib
 import csv
 import datetime as dt
 import http.cookiejar
@@ -286,17 +287,13 @@ def test_a_write_token_changes_are_recorded_under_its_name(serve, browser, sql):
     assert sql.rows("SELECT user_id, actor FROM membership_history") == [(5, "analysts")]
 
 
-class _AttackerPage(http.server.BaseHTTPRequestHandler):
-    """Another site's page that posts a form to the console as soon as it loads."""
+class _OtherSitePage(http.server.BaseHTTPRequestHandler):
+    """Another site's page (localhost is not 127.0.0.1 to a browser's SameSite rules)."""
 
-    target = ""
+    body = ""
 
     def do_GET(self) -> None:
-        body = (
-            f'<form id="f" method="post" action="{self.target}/ui/segments">'
-            '<input name="slug" value="FORGED"></form>'
-            "<script>document.getElementById('f').submit()</script>"
-        ).encode()
+        body = self.body.encode()
         self.send_response(200)
         self.send_header("Content-Type", "text/html")
         self.send_header("Content-Length", str(len(body)))
@@ -307,22 +304,54 @@ class _AttackerPage(http.server.BaseHTTPRequestHandler):
         pass
 
 
+@contextlib.contextmanager
+def other_site(body: str) -> Iterator[str]:
+    """Serves `body` on another site while in the block; yields its address."""
+    handler = type("Page", (_OtherSitePage,), {"body": body})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://localhost:{server.server_address[1]}/"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 def test_a_forged_cross_site_form_post_is_refused(serve, browser, sql):
     launcher = serve()
     browser.get(page(launcher, "/ui/segments"))  # the browser has a console session
-    _AttackerPage.target = f"http://127.0.0.1:{launcher.port}"
-    attacker = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _AttackerPage)
-    threading.Thread(target=attacker.serve_forever, daemon=True).start()
-    try:
-        # Another site: localhost is not 127.0.0.1 to a browser's SameSite rules.
-        browser.get(f"http://localhost:{attacker.server_address[1]}/")
+    forging_page = (
+        f'<form id="f" method="post" action="{page(launcher, "/ui/segments")}">'
+        '<input name="slug" value="FORGED"></form>'
+        "<script>document.getElementById('f').submit()</script>"
+    )
+    with other_site(forging_page) as address:
+        browser.get(address)
         problem = wait_until(lambda: browser.find_elements(By.CSS_SELECTOR, ".problem"), "refusal")
-    finally:
-        attacker.shutdown()
-        attacker.server_close()
     assert browser.title.startswith("Form not trusted")
     assert "form_not_trusted" in problem[0].text
     assert sql.value("SELECT count(*) FROM segments") == 0
+
+
+def test_a_link_from_another_site_keeps_the_session(serve, browser, sql):
+    """A SameSite=Strict cookie is not sent when another site's link opens the console: the
+    page it lands on must not answer as if signed out and replace the session's cookie."""
+    launcher = serve(SEGSVC_API_TOKENS=WRITE_TOKEN)
+    _sign_in(browser, launcher, WRITE_TOKEN)
+    target = page(launcher, "/ui/reports")
+    with other_site(f'<a id="link" href="{target}">the reports</a>') as address:
+        browser.get(address)
+        navigating(browser, browser.find_element(By.ID, "link").click)
+        wait_until(lambda: browser.current_url == target, "the reports page")
+        assert "Signed in as analysts" in browser.find_element(By.TAG_NAME, "header").text
+        browser.get(page(launcher, "/ui/segments"))  # and the session is still there
+        assert browser.current_url == page(launcher, "/ui/segments")
+
+        # A browser without a session lands on the sign-in page (the page reloads once).
+        browser.delete_all_cookies()
+        browser.get(address)
+        navigating(browser, browser.find_element(By.ID, "link").click)
+        wait_until(lambda: "/ui/sign-in?next=" in browser.current_url, "the sign-in page")
 
 
 def test_every_console_page_can_be_used_from_the_keyboard(serve, browser, sql):

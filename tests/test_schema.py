@@ -13,6 +13,7 @@ def test_migrations_create_the_expected_tables(sql):
     )
     assert tables == [
         ("auto_exclusions",),
+        ("console_sign_outs",),
         ("membership_history",),
         ("memberships",),
         ("rollouts",),

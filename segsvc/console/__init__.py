@@ -119,7 +119,7 @@ def init_app(app: Flask) -> None:
         SESSION_COOKIE_PATH=PREFIX,
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Strict",
-        SESSION_COOKIE_SECURE=(config.public_url or "").startswith("https://"),
+        SESSION_COOKIE_SECURE=(config.public_url or "").lower().startswith("https://"),
         PERMANENT_SESSION_LIFETIME=SESSION_LIFETIME,
     )
     app.extensions["segsvc.console_assets"] = _asset_digests()

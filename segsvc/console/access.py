@@ -1,7 +1,9 @@
 """Who may use the console, and how: a sign-in with an API token, kept in a signed `HttpOnly`,
-`SameSite=Strict` session cookie; an anti-forgery token in every form; the token's scope for
-every action (read tokens see, write tokens change) and its name as the actor of changes."""
+`SameSite=Strict` session cookie that a sign-out ends on the server too; an anti-forgery token in
+every form; the token's scope for every action (read tokens see, write tokens change) and its
+name as the actor of changes."""
 
+import hashlib
 import hmac
 import secrets
 from typing import Any
@@ -14,6 +16,7 @@ from flask import (
     current_app,
     flash,
     g,
+    make_response,
     redirect,
     render_template,
     request,
@@ -22,7 +25,7 @@ from flask import (
 )
 from flask.sessions import SecureCookieSessionInterface
 
-from .. import auth
+from .. import auth, db, queries
 from ..config import ApiToken
 from ..errors import Forbidden, FormNotTrusted, Unauthorized
 from ..openapi import hidden
@@ -30,7 +33,8 @@ from . import pages
 
 bp = Blueprint("access", __name__)
 
-SESSION_TOKEN = "token_sha256"
+SESSION_TOKEN = "token_mark"  # the token's digest keyed with the secret key (hex)
+SESSION_ID = "session_id"  # random, given at sign-in: what a sign-out records
 SESSION_FORM_TOKEN = "form_token"
 FORM_TOKEN_FIELD = "form_token"
 _SIGN_IN_ENDPOINTS = frozenset({"console.access.sign_in", "console.access.sign_out"})
@@ -44,8 +48,12 @@ class ConsoleSessionInterface(SecureCookieSessionInterface):
         self._prefix = prefix
 
     def open_session(self, app: Flask, request: Request) -> Any:
-        if request.path != self._prefix and not request.path.startswith(self._prefix + "/"):
+        path = request.path
+        if path != self._prefix and not path.startswith(self._prefix + "/"):
             return None  # Flask's null session: nothing read, nothing written
+        if path.startswith(self._prefix + "/static/"):
+            # Nor on assets, which caches keep for a year: they must never carry a session.
+            return None
         return super().open_session(app, request)
 
 
@@ -58,24 +66,61 @@ def form_token() -> str:
 
 
 def _check_form_token() -> None:
-    sent = request.form.get(FORM_TOKEN_FIELD, "")
+    sent = request.form.get(FORM_TOKEN_FIELD, "").encode("utf-8", "replace")  # any text
     expected = session.get(SESSION_FORM_TOKEN, "")
-    if not (sent and expected and hmac.compare_digest(sent, expected)):
+    if not (
+        sent
+        and isinstance(expected, str)
+        and expected
+        and hmac.compare_digest(sent, expected.encode())
+    ):
         raise FormNotTrusted(
             "This form did not come from this console's page, or the page is older than your "
             "session: load the page again and resend the form."
         )
 
 
+def _secret_key() -> bytes:
+    return str(current_app.secret_key).encode()
+
+
 def _session_token(checker: auth.TokenChecker) -> ApiToken | None:
-    """The token the session signed in with, while it is still one of the service's."""
-    digest = session.get(SESSION_TOKEN)
-    if not isinstance(digest, str):
+    """The token the session signed in with, while it is still one of the service's and the
+    session has not signed out (a copy of its cookie is then worth nothing)."""
+    mark, session_id = session.get(SESSION_TOKEN), session.get(SESSION_ID)
+    if not (isinstance(mark, str) and isinstance(session_id, str)):
         return None
     try:
-        return checker.match_digest(bytes.fromhex(digest))
+        token = checker.match_keyed(_secret_key(), bytes.fromhex(mark))
     except ValueError:
         return None
+    if token is None or _signed_out(session_id):
+        return None
+    return token
+
+
+def _session_digest(session_id: str) -> bytes:
+    return hashlib.sha256(session_id.encode()).digest()
+
+
+def _signed_out(session_id: str) -> bool:
+    """Read on a connection of its own, before the request's: that one records the identity this
+    check establishes as the actor of the request's changes."""
+    with db.single_statement(db.get_pool(current_app)) as connection:
+        found = queries.fetch_one(
+            connection, "console_session_signed_out", session_digest=_session_digest(session_id)
+        )
+    return bool(found and found["signed_out"])
+
+
+def _arrived_from_another_site() -> bool:
+    """A link on another site opened this page: the browser kept the `SameSite=Strict` cookie
+    back, so the session is unknown here, not absent."""
+    return (
+        request.method == "GET"
+        and request.headers.get("Sec-Fetch-Site") == "cross-site"
+        and current_app.config["SESSION_COOKIE_NAME"] not in request.cookies
+    )
 
 
 def guard() -> Response | None:
@@ -83,6 +128,10 @@ def guard() -> Response | None:
     with tokens (a page asks to sign in, an action is refused), then the scope of an action."""
     if request.endpoint == "console.asset":
         return None
+    if _arrived_from_another_site():
+        # Load the page again from itself, which sends the cookie. Answering without it would
+        # ask a signed-in person to sign in, and give the browser a new cookie in place of theirs.
+        return make_response(render_template("console/reload.html", here=_here()))
     if request.method == "POST":
         _check_form_token()
     checker = auth.token_checker(current_app)
@@ -145,9 +194,10 @@ def sign_in() -> Any:
         error = Unauthorized("That is not one of this service's API tokens.")
         failed, status = pages.refused("sign_in", error, request.form)
         return render_template("console/sign_in.html", next_page=next_page, failed=failed), status
-    session.clear()
-    session[SESSION_TOKEN] = auth.digest_of(token.token).hex()
-    session[SESSION_FORM_TOKEN] = secrets.token_urlsafe(32)  # a new session, a new form token
+    session.clear()  # a new session: a new id and a new form token
+    session[SESSION_TOKEN] = auth.keyed_digest(_secret_key(), auth.digest_of(token.token)).hex()
+    session[SESSION_ID] = secrets.token_urlsafe(32)
+    session[SESSION_FORM_TOKEN] = secrets.token_urlsafe(32)
     session.permanent = True
     flash(f"Signed in as {token.name}, with a {token.scope} token.")
     return redirect(next_page, 303)
@@ -157,5 +207,14 @@ def sign_in() -> Any:
 @hidden
 @auth.allowed_for_read
 def sign_out() -> Response:
+    """Ends the session in the browser, and on the server for every copy of its cookie."""
+    session_id = session.get(SESSION_ID)
+    if isinstance(session_id, str):
+        queries.execute(
+            db.get_connection(),
+            "record_console_sign_out",
+            session_digest=_session_digest(session_id),
+            kept_seconds=current_app.permanent_session_lifetime.total_seconds(),
+        )
     session.clear()
     return redirect(url_for("console.access.sign_in"), 303)

@@ -5,12 +5,13 @@ formatting of times, numbers and percentages."""
 import datetime as dt
 import functools
 import json
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, TypeVar
 
-from flask import Response, current_app, g, render_template, request, url_for
+from flask import Response, current_app, flash, g, render_template, request, url_for
 from marshmallow import ValidationError
 from werkzeug.datastructures import MultiDict
 
@@ -18,6 +19,10 @@ from .. import db, errors
 
 View = TypeVar("View", bound=Callable[..., Any])
 
+# What the page's script reads (JSON, its problems too); every other console address is a page.
+JSON_ENDPOINTS = frozenset({"console.segments.rollout_progress"})
+# A number as JSON writes it, in ASCII digits (Python's int() would take "1_0" and "٣" too).
+_NUMBER = re.compile(r"-?[0-9]+(\.[0-9]+)?([eE][-+]?[0-9]+)?", re.ASCII)
 # Headers of a problem a page keeps (WWW-Authenticate would make a browser ask for a password).
 _KEPT_HEADERS = ("Allow", "Retry-After")
 # How a problem names a field, as a person reads it.
@@ -69,21 +74,35 @@ def refused(form: str, error: Exception, values: MultiDict) -> tuple[FailedForm,
     return FailedForm(form, problem, values.copy()), response.status_code
 
 
-def form_action(form: str, page: Callable[..., Any]) -> Callable[[View], View]:
-    """A POST view that changes something and redirects when it is done. When the change is
-    refused (a 4xx problem) it is rolled back, and `page` is rendered again, given the path's
-    values and the `failed` form, with the problem's status: the person sees why, next to the
-    form, with what they typed still in it."""
+def notify(message: str) -> None:
+    """Tells the person on the next page what their action did, once it has committed."""
+    g.setdefault("console_notices", []).append(message)
+
+
+def form_action(form: str | Callable[[], str], page: Callable[..., Any]) -> Callable[[View], View]:
+    """A POST view that changes something and redirects when it is done.
+
+    It commits before it answers, and only then shows the view's notices: a change lost with
+    the database at its commit is an error page, never "saved". When the change is refused (a
+    4xx problem) it is rolled back, and `page` is rendered again, given the path's values and
+    the `failed` form (`form`, or what it answers for this request), with the problem's status:
+    the person sees why, next to the form, with what they typed still in it."""
 
     def decorate(view: View) -> View:
         @functools.wraps(view)
         def run(**path: Any) -> Any:
             try:
-                return view(**path)
+                answer = view(**path)
             except REFUSALS as error:
-                failed, status = refused(form, error, request.form)
+                failed, status = refused(
+                    form if isinstance(form, str) else form(), error, request.form
+                )
                 db.roll_back_request()
                 return page(**path, failed=failed), status
+            db.commit_request()
+            for message in g.pop("console_notices", ()):
+                flash(message)
+            return answer
 
         return run  # type: ignore[return-value]
 
@@ -93,7 +112,7 @@ def form_action(form: str, page: Callable[..., Any]) -> Callable[[View], View]:
 def render_problem(error: Exception) -> Any:
     """The console's error page: the API's problem details, in words on a page."""
     problem, response = problem_details(error)
-    if request.path.endswith(".json"):
+    if request.endpoint in JSON_ENDPOINTS:
         return response  # for the page's script, which shows it
     page = render_template("console/problem.html", problem=problem)
     headers = {name: response.headers[name] for name in _KEPT_HEADERS if name in response.headers}
@@ -106,12 +125,12 @@ def number_or_text(value: str | None) -> Any:
     if value is None or not value.strip():
         return None
     text = value.strip()
-    for parse in (int, float):
-        try:
-            return parse(text)
-        except ValueError:
-            continue
-    return text
+    if not _NUMBER.fullmatch(text):
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        return float(text)
 
 
 def utc_instant(value: str | None) -> str | None:

@@ -5,7 +5,7 @@ audit events are listed, and it is deleted."""
 import re
 from typing import Any
 
-from flask import Blueprint, Response, flash, redirect, render_template, request, url_for
+from flask import Blueprint, Response, redirect, render_template, request, url_for
 from marshmallow import ValidationError
 from psycopg2.extensions import connection as Connection
 
@@ -15,7 +15,15 @@ from ..api.segments import members_csv
 from ..db import get_connection
 from ..errors import InputInvalid
 from ..openapi import hidden
-from .pages import FailedForm, form_action, format_percent, number_or_text, utc_instant, with_values
+from .pages import (
+    FailedForm,
+    form_action,
+    format_percent,
+    notify,
+    number_or_text,
+    utc_instant,
+    with_values,
+)
 
 bp = Blueprint("segments", __name__, url_prefix="/segments")
 
@@ -69,7 +77,7 @@ def create_segment() -> Response:
     segment = segments.create_segment(
         get_connection(), created["slug"], created["description"], created["auto_percent"]
     )
-    flash(f"Created {segment['slug']}.")
+    notify(f"Created {segment['slug']}.")
     return redirect(_page_url(segment["slug"]), 303)
 
 
@@ -157,7 +165,7 @@ def change_description(slug: str) -> Response:
     description = request.form.get("description", "").strip() or None
     change = load_data(schemas.SegmentUpdateSchema, {"description": description})
     segments.update_segment(get_connection(), slug, change)
-    flash("Description saved." if description else "Description cleared.")
+    notify("Description saved." if description else "Description cleared.")
     return redirect(_page_url(slug), 303)
 
 
@@ -188,9 +196,9 @@ def change_percentage(slug: str) -> Any:
     segment = segments.update_segment(connection, slug, change)
     shown = format_percent(segment["auto_percent"])
     if segment["auto_percent"] == previous:
-        flash(f"{slug} is already at {shown}: nothing changed.")
+        notify(f"{slug} is already at {shown}: nothing changed.")
     else:
-        flash(f"{slug} is now at {shown}; its rollout has started.")
+        notify(f"{slug} is now at {shown}; its rollout has started.")
     return redirect(_page_url(slug), 303)
 
 
@@ -237,12 +245,29 @@ def change_members(slug: str) -> Response:
     else:
         body = {"add": [{"user_id": user_id, "expires_at": expires_at} for user_id in user_ids]}
     change = load_data(schemas.SegmentMembersChangeSchema, body)
-    counts = members.change_segment_members(get_connection(), slug, change["add"], change["remove"])
-    flash(
+    try:
+        counts = members.change_segment_members(
+            get_connection(), slug, change["add"], change["remove"]
+        )
+    except InputInvalid as refusal:
+        raise _one_expiry_refused(refusal) from None
+    notify(
         f"{counts['added']:,} added, {counts['renewed']:,} renewed, {counts['removed']:,} "
         f"removed; {slug} has {counts['member_count']:,} members."
     )
     return redirect(_page_url(slug), 303)
+
+
+def _one_expiry_refused(refusal: InputInvalid) -> InputInvalid:
+    """The form has one expiry for every added id: when the API refuses it for each (it is not
+    in the future), say so once, of the field, not of each of up to 10,000 items."""
+    errors = refusal.extra.get("errors", {})
+    items = list(errors.get("add", {}).values()) if errors.keys() == {"add"} else []
+    if not items or any(item.keys() != {"expires_at"} for item in items):
+        return refusal
+    return InputInvalid(
+        {"expires_at": sorted({text for item in items for text in item["expires_at"]})}
+    )
 
 
 @bp.post("/<slug>/delete")
@@ -253,5 +278,5 @@ def delete_segment(slug: str) -> Response:
     if request.form.get("confirm_slug", "").strip() != slug:
         raise InputInvalid({"confirm_slug": [f"Type the segment's slug, {slug}, to delete it."]})
     segments.delete_segment(get_connection(), slug)
-    flash(f"Deleted {slug}. Its members leave it in the background, each recorded in history.")
+    notify(f"Deleted {slug}. Its members leave it in the background, each recorded in history.")
     return redirect(url_for("console.segments.list_segments"), 303)

@@ -3,7 +3,7 @@ the percentage segments that select it) and its latest history, and adds and rem
 
 from typing import Any
 
-from flask import Blueprint, Response, flash, redirect, render_template, request, url_for
+from flask import Blueprint, Response, redirect, render_template, request, url_for
 from marshmallow import ValidationError
 
 from .. import memberships, schemas, segments, users
@@ -11,7 +11,7 @@ from ..api import load_data, load_path
 from ..db import get_connection
 from ..errors import InputInvalid, UserNotFound
 from ..openapi import hidden
-from .pages import FailedForm, form_action, refused, utc_instant, with_values
+from .pages import FailedForm, form_action, notify, refused, utc_instant, with_values
 
 bp = Blueprint("users", __name__, url_prefix="/users")
 
@@ -64,9 +64,14 @@ def show_user(user_id: str) -> str:
     return _user_page(user_id)
 
 
+def _changing_form() -> str:
+    """Which of the page's forms sent the change: the add form, or a segment's remove button."""
+    return "remove" if request.form.get("operation") == "remove" else "add"
+
+
 @bp.post("/<user_id>/segments")
 @hidden
-@form_action("segments", _user_page)
+@form_action(_changing_form, _user_page)
 def change_segments(user_id: str) -> Response:
     """Adds one segment (with an optional expiry) or removes one, as the API's change does,
     registering the user if needed."""
@@ -85,5 +90,5 @@ def change_segments(user_id: str) -> Response:
     memberships.change_user_segments(
         get_connection(), user_id_number, change["add"], change["remove"]
     )
-    flash(f"{done} {slug}.")
+    notify(f"{done} {slug}.")
     return redirect(url_for("console.users.show_user", user_id=user_id_number), 303)
