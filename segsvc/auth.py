@@ -71,21 +71,17 @@ class TokenChecker:
         return bool(self._digests)
 
     def match(self, presented: str) -> ApiToken | None:
-        return self.match_digest(digest_of(presented))
-
-    def match_digest(self, presented_digest: bytes) -> ApiToken | None:
-        """The configured token with this `digest_of`, or None."""
-        matched = None
-        for digest, token in self._digests:
-            if hmac.compare_digest(digest, presented_digest):
-                matched = token
-        return matched
+        return self._match(digest_of(presented), lambda digest: digest)
 
     def match_keyed(self, key: bytes, presented: bytes) -> ApiToken | None:
         """The configured token with this `keyed_digest` under `key`, or None."""
+        return self._match(presented, lambda digest: keyed_digest(key, digest))
+
+    def _match(self, presented: bytes, form: Callable[[bytes], bytes]) -> ApiToken | None:
+        """Compares with every token, in constant time, whichever matches."""
         matched = None
         for digest, token in self._digests:
-            if hmac.compare_digest(keyed_digest(key, digest), presented):
+            if hmac.compare_digest(form(digest), presented):
                 matched = token
         return matched
 
